@@ -1,0 +1,149 @@
+"""The YAML config file: constant labels, per-function cancellation triggers, bulk polling.
+
+Validated with pydantic so every problem is reported at once, with its key path;
+CEL expressions are compiled here so a typo fails `check-config`, not a run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import cel
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from exporter.durations import parse_duration
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED_LABELS = frozenset({"function_id", "source", "le", "quantile", "outcome"})
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m, 2h")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return float(value)
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("expected a duration such as 30s, 5m, 2h")
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+"""Seconds, written in the file as "30s", "2h" or a plain number of seconds."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CancelOn(_Strict):
+    """One `cancelOn` rule of a function, as declared in its Inngest definition."""
+
+    event: str = Field(min_length=1)
+    if_: str | None = Field(default=None, alias="if")
+    timeout: Duration | None = None
+
+    @field_validator("if_")
+    @classmethod
+    def _compiles(cls, expression: str | None) -> str | None:
+        if expression is not None:
+            try:
+                cel.compile(expression)
+            except Exception as err:  # the CEL library raises ValueError or its own errors
+                first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ValueError(f"invalid CEL expression: {first_line}") from None
+        return expression
+
+
+class Timeouts(_Strict):
+    """A function's `timeouts`: start (queued too long) and finish (ran too long)."""
+
+    start: Duration | None = None
+    finish: Duration | None = None
+
+
+class FunctionConfig(_Strict):
+    """What the exporter knows about one function: the ways it can be cancelled."""
+
+    cancel_on: list[CancelOn] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class BulkCancellations(_Strict):
+    """Polling of the REST API's bulk cancellations."""
+
+    enabled: bool = True
+    poll_interval: Duration = 30.0
+
+
+class Config(_Strict):
+    """The whole config file. Every section is optional: an empty file is valid."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    functions: dict[str, FunctionConfig] = Field(default_factory=dict)
+    bulk_cancellations: BulkCancellations | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not _LABEL_NAME.match(name) or name.startswith("__"):
+                raise ValueError(f"{name!r} is not a valid Prometheus label name")
+            if name in RESERVED_LABELS:
+                raise ValueError(f"{name!r} is reserved by the exporter's own series")
+        return labels
+
+    @property
+    def signal_names(self) -> frozenset[str]:
+        """Every event name that some function's `cancel_on` listens to."""
+        return frozenset(rule.event for fn in self.functions.values() for rule in fn.cancel_on)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    return ".".join("if" if part == "if_" else str(part) for part in loc) or "(top level)"
+
+
+def parse_config(data: Any, origin: str) -> Config:
+    """Validate an already-loaded YAML document; raise ConfigError with `origin: key: problem` lines."""
+    if data is None:
+        data = {}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append(f"{origin}: {_key_path(item['loc'])}: {message}")
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The config at `path`, or the empty config when no path is given."""
+    if path is None:
+        return Config()
+    origin = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{origin}: cannot read: {err.strerror or err}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(top level)"
+        raise ConfigError([f"{origin}: {where}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+    return parse_config(data, origin)

@@ -1,0 +1,100 @@
+"""The exporter core: builds the pipeline and its sinks from settings and config, and runs their lifecycle.
+
+This is the composition root: every other module receives what it needs as
+arguments, so tests can build any piece alone, and `create_app` builds all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Mapping
+
+from prometheus_client import CollectorRegistry
+
+from exporter.classify import EvidenceClassifier
+from exporter.config import Config
+from exporter.dedupe import Dedupe
+from exporter.health import HealthMetrics
+from exporter.periodic import PeriodicTask
+from exporter.pipeline import Pipeline
+from exporter.settings import Settings
+from exporter.signals import SignalStore
+from exporter.sinks import DurableSink, LiveSink
+from exporter.sinks.datadog_outbox import DatadogOutbox
+from exporter.sinks.datadog_sender import DatadogSender
+from exporter.sinks.otel import OtelSink, build_otel_sink
+from exporter.sinks.prometheus import PrometheusSink
+from exporter.state import StateDB
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_SECONDS = 60.0
+MAX_SIGNALS = 100_000
+"""Cancel signals kept as evidence; the oldest are forgotten first."""
+
+
+class Exporter:
+    """Everything behind the HTTP endpoints: state, pipeline, sinks and background tasks."""
+
+    def __init__(self, settings: Settings, config: Config, environ: Mapping[str, str] = os.environ) -> None:
+        self.settings = settings
+        self.config = config
+        self.registry = CollectorRegistry()
+        self.health = HealthMetrics(self.registry)
+        self.state = StateDB(settings.state_dir)
+        self.dedupe = Dedupe(self.state, max_entries=settings.dedupe_max_entries, max_age_seconds=settings.dedupe_max_age)
+        self.signals = SignalStore(self.state, max_entries=MAX_SIGNALS, max_age_seconds=settings.dedupe_max_age)
+        self.health.gauge_from("dedupe_entries", "Run ids remembered for deduplication.", self.dedupe.size)
+
+        live: list[LiveSink] = [
+            PrometheusSink(
+                self.registry, self.health, constant_labels=config.labels, max_functions=settings.max_functions
+            )
+        ]
+        self.otel: OtelSink | None = build_otel_sink(environ, self.health)
+        if self.otel is not None:
+            live.append(self.otel)
+        durable: list[DurableSink] = []
+        self.datadog: DatadogSender | None = None
+        if settings.datadog_enabled:
+            outbox = DatadogOutbox(self.state, config.labels)
+            durable.append(outbox)
+            self.datadog = DatadogSender(outbox, settings, self.health)
+
+        self.pipeline = Pipeline(
+            state=self.state,
+            dedupe=self.dedupe,
+            signals=self.signals,
+            classifier=EvidenceClassifier(
+                config, self.signals, lambda function_id: self.health.expression_errors.labels(function_id).inc()
+            ),
+            durable_sinks=durable,
+            live_sinks=live,
+            health=self.health,
+        )
+        self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
+        self.started = False
+
+    def _prune(self) -> None:
+        now_ms = int(time.time() * 1000)
+        self.dedupe.prune(now_ms)
+        self.signals.prune(now_ms)
+
+    def start(self) -> None:
+        """Start background work; call once per process (after a server's fork, never before)."""
+        self._pruner.start()
+        if self.datadog is not None:
+            self.datadog.start()
+        self.started = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Flush spans and stop background work; undelivered Datadog events stay in the outbox."""
+        self.started = False
+        self._pruner.stop(timeout)
+        if self.datadog is not None:
+            self.datadog.stop(timeout)
+        if self.otel is not None:
+            self.otel.shutdown()
+        self.state.close()

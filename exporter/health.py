@@ -1,0 +1,54 @@
+"""The exporter's own series, under `inngest_cancellation_exporter_`: is the bridge itself healthy?"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
+from exporter import __version__
+
+PREFIX = "inngest_cancellation_exporter"
+
+
+class HealthMetrics:
+    """Counters and gauges every stage reports to; one instance per app, on the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        Info(f"{PREFIX}_build", "Version of the running exporter.", registry=registry).info({"version": __version__})
+        self.events_received = Counter(
+            f"{PREFIX}_events_received",
+            "Events received, by ingress (events, inngest) and outcome "
+            "(accepted, duplicate, ignored, signal, invalid, unauthorized, too_large, unavailable).",
+            ["ingress", "outcome"],
+            registry=registry,
+        )
+        self.datadog_deliveries = Counter(
+            f"{PREFIX}_datadog_deliveries",
+            "Datadog event delivery attempts, by outcome (sent, retried, gave_up).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.spans = Counter(
+            f"{PREFIX}_spans",
+            "OpenTelemetry spans, by outcome (exported, dropped).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.function_id_overflow = Counter(
+            f"{PREFIX}_function_id_overflow",
+            "Cancellations counted under function_id=\"_overflow\" because the function_id cap was reached.",
+            registry=registry,
+        )
+        self.expression_errors = Counter(
+            f"{PREFIX}_expression_errors",
+            "cancel_on `if` expressions that failed to evaluate (treated as no match).",
+            ["function_id"],
+            registry=registry,
+        )
+        self._registry = registry
+
+    def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge read at scrape time, for state held elsewhere (outbox depth, dedupe size)."""
+        gauge = Gauge(f"{PREFIX}_{name}", documentation, registry=self._registry)
+        gauge.set_function(read)

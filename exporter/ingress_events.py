@@ -1,0 +1,93 @@
+"""`POST /events`: cancellations and cancel signals pushed by forwarders and backfills.
+
+Authenticated by Inngest's signature scheme (fresh timestamps only) or a bearer
+token, both compared in constant time; validated as a whole before anything is
+recorded, so a batch with one bad event changes nothing and says which one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from exporter import signature
+from exporter.core import Exporter
+from exporter.parsing import InvalidInput, parse_body
+from exporter.state import StateUnavailable
+
+blueprint = Blueprint("events", __name__)
+INGRESS = "events"
+
+
+class Unauthorized(Exception):
+    """Credentials missing or wrong; the message says which, never what was expected."""
+
+
+def _error(exporter: Exporter, status: int, outcome: str, message: str) -> tuple[Response, int]:
+    exporter.health.events_received.labels(INGRESS, outcome).inc()
+    return jsonify(error=message), status
+
+
+def authenticate(exporter: Exporter, body: bytes) -> None:
+    """Accept a valid signature or bearer token (or anything in dev mode); Unauthorized otherwise."""
+    settings = exporter.settings
+    if settings.dev:
+        return
+    header = request.headers.get(signature.HEADER)
+    authorization = request.headers.get("Authorization", "")
+    keys = [key for key in (settings.signing_key, settings.signing_key_fallback) if key]
+    if header is not None:
+        if not keys:
+            raise Unauthorized(f"{signature.HEADER} given but this exporter has no INNGEST_SIGNING_KEY")
+        try:
+            signature.verify(body, header, keys)
+        except signature.SignatureError as err:
+            raise Unauthorized(str(err)) from None
+        return
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        expected = settings.ingest_token
+        if expected is None:
+            raise Unauthorized("bearer token given but this exporter has no EXPORTER_INGEST_TOKEN")
+        if not hmac.compare_digest(token.strip().encode("utf-8"), expected.encode("utf-8")):
+            raise Unauthorized("bearer token does not match")
+        return
+    raise Unauthorized(f"missing credentials: send {signature.HEADER} or Authorization: Bearer <token>")
+
+
+def _is_json_content_type(value: str | None) -> bool:
+    if not value:
+        return True  # forwarders often omit it; the body is checked as JSON anyway
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+@blueprint.post("/events")
+def post_events() -> tuple[Response, int]:
+    exporter: Exporter = current_app.extensions["exporter"]
+    if not _is_json_content_type(request.content_type):
+        return _error(exporter, 415, "invalid", f"unsupported Content-Type {request.content_type!r}: send application/json")
+    body = request.get_data(cache=False)
+    try:
+        authenticate(exporter, body)
+    except Unauthorized as err:
+        return _error(exporter, 401, "unauthorized", str(err))
+    try:
+        events = parse_body(
+            body,
+            signal_names=exporter.config.signal_names,
+            now_ms=int(time.time() * 1000),
+            max_events=exporter.settings.max_batch_events,
+        )
+    except InvalidInput as err:
+        return _error(exporter, 400, "invalid", str(err))
+    try:
+        summary = exporter.pipeline.ingest(events, INGRESS)
+    except StateUnavailable:
+        current_app.logger.exception("state unavailable: refusing events so the sender retries")
+        response, status = _error(exporter, 503, "unavailable", "state cannot be written; retry later")
+        response.headers["Retry-After"] = "5"
+        return response, status
+    return jsonify(summary.as_json()), 200

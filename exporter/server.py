@@ -1,0 +1,71 @@
+"""`serve`: the production HTTP server, gunicorn with ONE worker process and a pool of threads.
+
+One process, on purpose: Prometheus counters then report exact totals without
+multiprocess mode, and the SQLite state (dedupe, outbox) has a single writer.
+The exporter's work per event is small, so threads are enough; the benchmark
+in `bench/` measures it. SIGTERM and SIGINT both drain in-flight requests, then
+the worker flushes spans and leaves undelivered Datadog events in the outbox.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from exporter.app import create_app
+from exporter.config import Config
+from exporter.settings import Settings
+
+GRACEFUL_TIMEOUT_SECONDS = 20
+"""How long in-flight requests may take to finish after SIGTERM before the worker is stopped."""
+
+
+class _DrainingArbiter(Arbiter):
+    """Treats SIGINT like SIGTERM: Ctrl-C also lets in-flight requests finish."""
+
+    def handle_int(self) -> None:
+        self.handle_term()
+
+
+def _stop_exporter(_arbiter: Any, worker: Any) -> None:
+    app: Flask | None = getattr(worker, "wsgi", None)
+    if app is not None:
+        app.extensions["exporter"].stop()
+
+
+class ExporterServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn, configured from Settings instead of its own command line."""
+
+    def __init__(self, settings: Settings, config: Config, environ: Mapping[str, str] = os.environ) -> None:
+        self._settings = settings
+        self._config = config
+        self._environ = environ
+        super().__init__()
+
+    def load_config(self) -> None:
+        options = {
+            "bind": f"[{self._settings.host}]:{self._settings.port}" if ":" in self._settings.host
+            else f"{self._settings.host}:{self._settings.port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": self._settings.threads,
+            "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+            "keepalive": 5,
+            "loglevel": self._settings.log_level,
+            "accesslog": None,
+            "errorlog": "-",
+            "worker_exit": _stop_exporter,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        """Build the app inside the worker, after the fork, so its threads and SQLite handle are the worker's."""
+        return create_app(self._settings, self._config, self._environ)
+
+    def run(self) -> None:
+        _DrainingArbiter(self).run()

@@ -1,0 +1,142 @@
+"""Runtime settings: environment variables, overridden by command-line flags.
+
+One table (`SETTINGS`) names each setting's variable, flag and help text, so the
+CLI, the environment reader and the README's reference cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from exporter.durations import parse_duration
+
+SIGNATURE_MAX_AGE_SECONDS = 300
+"""A signed request older than this is refused as a possible replay (fixed by the contract)."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """How one setting is named in the environment and on the command line."""
+
+    field: str
+    env: str
+    help: str
+    flag: str | None = None
+    secret: bool = False
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("host", "EXPORTER_HOST", "Address `serve` listens on.", "--host"),
+    SettingSpec("port", "EXPORTER_PORT", "Port `serve` listens on.", "--port"),
+    SettingSpec("config", "EXPORTER_CONFIG", "Path of the YAML config file.", "--config"),
+    SettingSpec("state_dir", "EXPORTER_STATE_DIR", "Directory for durable state (dedupe record, Datadog outbox).", "--state-dir"),
+    SettingSpec("ingest_token", "EXPORTER_INGEST_TOKEN", "Bearer token accepted on POST /events.", secret=True),
+    SettingSpec("signing_key", "INNGEST_SIGNING_KEY", "Inngest signing key: verifies X-Inngest-Signature.", secret=True),
+    SettingSpec("signing_key_fallback", "INNGEST_SIGNING_KEY_FALLBACK", "Previous signing key, accepted during a rotation.", secret=True),
+    SettingSpec("dev", "INNGEST_DEV", "Development mode (1/true or the dev server URL): signatures are not required."),
+    SettingSpec("api_base_url", "INNGEST_API_BASE_URL", "Inngest REST API origin, for polling bulk cancellations."),
+    SettingSpec("dd_api_key", "DD_API_KEY", "Datadog API key; Datadog forwarding is on when set.", secret=True),
+    SettingSpec("dd_site", "DD_SITE", "Datadog site, e.g. datadoghq.eu."),
+    SettingSpec("datadog_url", "EXPORTER_DATADOG_URL", "Full base URL of the Datadog API, overriding DD_SITE (proxies, tests)."),
+    SettingSpec("max_body_bytes", "EXPORTER_MAX_BODY_BYTES", "Largest accepted request body, in bytes (413 above).", "--max-body-bytes"),
+    SettingSpec("max_batch_events", "EXPORTER_MAX_BATCH_EVENTS", "Most events accepted in one POST /events array (400 above).", "--max-batch-events"),
+    SettingSpec("max_functions", "EXPORTER_MAX_FUNCTIONS", "Distinct function_id label values before new ones fold into `_overflow`.", "--max-functions"),
+    SettingSpec("dedupe_max_entries", "EXPORTER_DEDUPE_MAX_ENTRIES", "Run ids remembered for deduplication (oldest forgotten first)."),
+    SettingSpec("dedupe_max_age", "EXPORTER_DEDUPE_MAX_AGE", "How long a run id is remembered for deduplication (e.g. 7d)."),
+    SettingSpec("datadog_give_up_after", "EXPORTER_DATADOG_GIVE_UP_AFTER", "How long a Datadog event is retried before it is given up (e.g. 24h)."),
+    SettingSpec("threads", "EXPORTER_THREADS", "Request threads of the single server process.", "--threads"),
+    SettingSpec("log_level", "EXPORTER_LOG_LEVEL", "Log level: debug, info, warning, error.", "--log-level"),
+)
+
+
+def _truthy_dev(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    return True  # "1", "true", or the dev server's URL, as the Inngest SDK accepts
+
+
+class Settings(BaseModel):
+    """Validated settings; construct with `load_settings`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=9469, ge=1, le=65535)
+    config: Path | None = None
+    state_dir: Path = Path("state")
+    ingest_token: str | None = None
+    signing_key: str | None = None
+    signing_key_fallback: str | None = None
+    dev: bool = False
+    api_base_url: str = "https://api.inngest.com"
+    dd_api_key: str | None = None
+    dd_site: str = "datadoghq.com"
+    datadog_url: str | None = None
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=5000, ge=1)
+    max_functions: int = Field(default=2000, ge=1)
+    dedupe_max_entries: int = Field(default=1_000_000, ge=100)
+    dedupe_max_age: float = 7 * 86400.0
+    datadog_give_up_after: float = 24 * 3600.0
+    threads: int = Field(default=8, ge=1, le=256)
+    log_level: str = "info"
+
+    @field_validator("dev", mode="before")
+    @classmethod
+    def _dev(cls, value: Any) -> bool:
+        return _truthy_dev(value)
+
+    @field_validator("dedupe_max_age", "datadog_give_up_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+    @field_validator("ingest_token", "signing_key", "signing_key_fallback", "dd_api_key", "config", "datadog_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @property
+    def datadog_enabled(self) -> bool:
+        return self.dd_api_key is not None
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; `problems` holds one line per problem, naming the variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_BY_FIELD = {spec.field: spec for spec in SETTINGS}
+
+
+def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from `environ`, with non-None `overrides` (command-line flags) taking precedence."""
+    values: dict[str, Any] = {spec.field: environ[spec.env] for spec in SETTINGS if spec.env in environ}
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            spec = _BY_FIELD.get(field)
+            name = f"{spec.env}" + (f" / {spec.flag}" if spec and spec.flag else "") if spec else field
+            problems.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+        raise SettingsError(problems) from None

@@ -1,0 +1,72 @@
+"""Prometheus sink: the cancellation counter and run-age histogram, with a function_id cap.
+
+The cap bounds the series a flood of function ids can create: once `max_functions`
+distinct ids are seen, new ones are counted under `function_id="_overflow"`, so no
+cancellation goes uncounted.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from exporter.health import HealthMetrics
+from exporter.records import Classified
+from exporter.run_age import HISTOGRAM_BUCKETS
+
+OVERFLOW = "_overflow"
+
+
+class FunctionIdGuard:
+    """Admits at most `cap` distinct function ids; the rest fold into OVERFLOW."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._admitted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, function_id: str) -> str:
+        if function_id in self._admitted:
+            return function_id
+        with self._lock:
+            if function_id in self._admitted or len(self._admitted) < self._cap:
+                self._admitted.add(function_id)
+                return function_id
+        return OVERFLOW
+
+
+class PrometheusSink:
+    """Counts every classified cancellation and observes its run age."""
+
+    def __init__(
+        self, registry: CollectorRegistry, health: HealthMetrics, *, constant_labels: Mapping[str, str], max_functions: int
+    ) -> None:
+        names = ["function_id", "source", *constant_labels]
+        self._constant = tuple(constant_labels.values())
+        self._guard = FunctionIdGuard(max_functions)
+        self._health = health
+        self._cancellations = Counter(
+            "inngest_function_cancellations",
+            "Cancelled Inngest function runs, by function and inferred cancellation source.",
+            names,
+            registry=registry,
+        )
+        self._age = Histogram(
+            "inngest_function_cancelled_run_age_seconds",
+            "Age of cancelled runs (cancellation time minus scheduled time), by function and source.",
+            names,
+            buckets=HISTOGRAM_BUCKETS,
+            registry=registry,
+        )
+
+    def emit(self, item: Classified) -> None:
+        function_id = self._guard.label(item.cancellation.function_id)
+        if function_id == OVERFLOW:
+            self._health.function_id_overflow.inc()
+        values = (function_id, item.source.value, *self._constant)
+        self._cancellations.labels(*values).inc()
+        age = item.cancellation.age_seconds
+        if age is not None:
+            self._age.labels(*values).observe(age)

@@ -1,0 +1,129 @@
+"""Shared fixtures: settings, an in-process app, and the real `serve` process driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+from flask import Flask
+
+from exporter.config import Config, parse_config
+from exporter.settings import load_settings
+from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Build an app on a fresh state dir; env overrides and a config dict are optional."""
+    apps: list[Flask] = []
+
+    def build(config: dict[str, Any] | Config | None = None, **env: str) -> Flask:
+        environ = {
+            "EXPORTER_STATE_DIR": str(tmp_path / "state"),
+            "INNGEST_SIGNING_KEY": SIGNING_KEY,
+            "EXPORTER_INGEST_TOKEN": INGEST_TOKEN,
+            **env,
+        }
+        settings = load_settings(environ)
+        cfg = config if isinstance(config, Config) else parse_config(config or {}, "test")
+        from exporter.app import create_app
+
+        app = create_app(settings, cfg, environ)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["exporter"].stop(timeout=5)
+
+
+class ServeProcess:
+    """The real `inngest-cancellation-exporter serve`, started as users start it."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str], args: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = state_dir
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DD_", "INNGEST_", "EXPORTER_"))},
+            "EXPORTER_STATE_DIR": str(state_dir),
+            "INNGEST_SIGNING_KEY": SIGNING_KEY,
+            "EXPORTER_INGEST_TOKEN": INGEST_TOKEN,
+            **env,
+        }
+        self._args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = state_dir.parent / f"serve-{self.port}.log"
+
+    def start(self) -> "ServeProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self._args],
+            env=self._env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"serve did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """A sample's value from /metrics, parsed with prometheus_client's own parser."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                    return sample.value
+        return None
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Start `serve` processes; each is stopped at the end of the test."""
+    started: list[ServeProcess] = []
+
+    def start(*args: str, state_dir: Path | None = None, **env: str) -> ServeProcess:
+        proc = ServeProcess(state_dir or tmp_path / "state", env, list(args)).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()

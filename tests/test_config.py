@@ -1,0 +1,67 @@
+"""The config file and settings: valid files load, every problem is named with its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.payloads import REPO
+from exporter.config import ConfigError, load_config
+from exporter.settings import SettingsError, load_settings
+
+
+def test_example_config_loads() -> None:
+    config = load_config(REPO / "examples" / "config.yaml")
+    assert len(config.functions) >= 5
+    fn = config.functions["newsletter-app-import-all-contacts"]
+    assert fn.timeouts.start == 30 and fn.timeouts.finish == 7200
+    assert fn.cancel_on[0].timeout == 3600
+    assert "contacts/import.cancelled" in config.signal_names
+
+
+def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "labels: {bad-name: x, source: y}\n"
+        "functions:\n"
+        "  f:\n"
+        "    cancel_on: [{event: a, if: 'a ==', timeout: 1x}]\n"
+        "    timeouts: {finish: soon}\n"
+        "    extra: 1\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = "\n".join(err.value.problems)
+    assert all(line.startswith(f"{path}: ") for line in err.value.problems)
+    for expected in (
+        "labels: 'bad-name' is not a valid Prometheus label name",
+        "functions.f.cancel_on.0.if: invalid CEL expression",
+        "functions.f.cancel_on.0.timeout: invalid duration '1x'",
+        "functions.f.timeouts.finish: invalid duration 'soon'",
+        "functions.f.extra: unknown key",
+    ):
+        assert expected in text
+
+
+def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("functions: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_empty_file_is_a_valid_empty_config(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config(tmp_path / "empty.yaml").functions == {}
+
+
+def test_flags_override_environment_and_errors_name_the_variable() -> None:
+    settings = load_settings({"EXPORTER_PORT": "8000", "INNGEST_DEV": "http://localhost:8288"}, {"port": "9000"})
+    assert settings.port == 9000 and settings.dev
+    assert not load_settings({"INNGEST_DEV": "0"}).dev
+    with pytest.raises(SettingsError) as err:
+        load_settings({"EXPORTER_PORT": "http", "EXPORTER_DEDUPE_MAX_AGE": "forever"})
+    assert any(line.startswith("EXPORTER_PORT / --port:") for line in err.value.problems)
+    assert any(line.startswith("EXPORTER_DEDUPE_MAX_AGE: invalid duration") for line in err.value.problems)

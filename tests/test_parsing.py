@@ -1,0 +1,106 @@
+"""Parsing the real payload's variations into typed records, and naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.payloads import fixture_event
+from exporter.parsing import InvalidInput, parse_body
+from exporter.records import Cancellation, Ignored, Signal
+
+NOW = 1_732_570_030_000
+
+
+def parse(value: Any, signals: frozenset[str] = frozenset(), max_events: int = 100) -> list[Any]:
+    body = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return parse_body(body, signal_names=signals, now_ms=NOW, max_events=max_events)
+
+
+def test_documented_payload_becomes_a_cancellation_with_age_from_the_ulid() -> None:
+    (record,) = parse(fixture_event("seed-cancelled-export.json"))
+    assert isinstance(record, Cancellation)
+    assert record.run_id == "01JDJKGTGDVV4DTXHY6XYB7BKK"
+    assert record.function_id == "demo-app-export"
+    assert record.scheduled_at_ms == 1732570016269  # the ULID's time, not the trigger's
+    assert record.age_seconds == pytest.approx(7.448)
+    assert record.trigger_name == "integrations/export.requested"
+    assert record.trigger_id == "01JDJK451Y9KFGE5TTM2FHDEDN"
+
+
+def test_current_servers_payload_without_error_and_with_inngest_status() -> None:
+    event = fixture_event("seed-cancelled-import.json")
+    del event["data"]["error"]
+    event["data"]["_inngest"] = {"status": "Cancelled"}
+    event["id"] = event["data"]["run_id"]
+    (record,) = parse(event)
+    assert isinstance(record, Cancellation) and record.event_id == record.run_id
+
+
+def test_finished_event_counts_only_when_its_status_is_cancelled() -> None:
+    event = fixture_event("seed-cancelled-import.json")
+    event["name"] = "inngest/function.finished"
+    assert isinstance(parse(event)[0], Ignored)
+    event["data"]["_inngest"] = {"status": "Cancelled"}
+    assert isinstance(parse(event)[0], Cancellation)
+
+
+def test_non_ulid_run_id_falls_back_to_the_trigger_time() -> None:
+    event = fixture_event("seed-cancelled-export.json")
+    event["data"]["run_id"] = "run-123"
+    (record,) = parse(event)
+    assert record.age_seconds == pytest.approx((1732570023717 - 1732558407003) / 1000)
+
+
+def test_negative_age_counts_as_zero_and_missing_time_as_no_age() -> None:
+    event = fixture_event("seed-cancelled-export.json")
+    event["ts"] = 1732570016269 - 5000
+    assert parse(event)[0].age_seconds == 0.0
+    del event["ts"]
+    assert parse(event)[0].age_seconds is None
+
+
+def test_configured_signal_is_evidence_and_others_are_ignored() -> None:
+    signal = {"name": "contacts/import.cancelled", "data": {"importId": "x"}, "ts": 5}
+    (record,) = parse(signal, frozenset({"contacts/import.cancelled"}))
+    assert isinstance(record, Signal) and record.ts_ms == 5
+    assert isinstance(parse(signal)[0], Ignored)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "body is empty"),
+        (b"{nope", "body is not valid JSON"),
+        (b"\xff\xfe{}", "not valid"),
+        (b"[]", "empty array"),
+        (b"42", "body: expected an event object, got a number"),
+        ({"data": {}}, "name: missing"),
+        ({"name": "inngest/function.cancelled", "data": []}, "data: expected an object, got an array"),
+        ({"name": "inngest/function.cancelled", "data": {"function_id": "f"}}, "data.run_id: missing"),
+        ({"name": "inngest/function.cancelled", "data": {"run_id": "r", "function_id": 3}}, "data.function_id: expected a non-empty string"),
+        ({"name": "inngest/function.cancelled", "data": {"run_id": "r", "function_id": "f"}, "ts": "soon"}, "ts: expected epoch milliseconds"),
+        ({"name": "inngest/function.cancelled", "data": {"run_id": "r", "function_id": "f" * 600}}, "longer than 512"),
+        ({"name": "inngest/function.cancelled", "data": {"run_id": "r", "function_id": "f", "event": "x"}}, "data.event: expected an object"),
+        (b"[" * 50000, "nested too deeply"),
+    ],
+)
+def test_invalid_input_names_the_problem(body: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse(body)
+
+
+def test_batch_error_names_the_index_and_batch_limit_is_enforced() -> None:
+    good = fixture_event("seed-cancelled-export.json")
+    with pytest.raises(InvalidInput, match=r"events\[1\]\.data\.run_id"):
+        parse([good, {"name": "inngest/function.cancelled", "data": {"function_id": "f"}}])
+    with pytest.raises(InvalidInput, match="3 events, more than the limit of 2"):
+        parse([good] * 3, max_events=2)
+
+
+def test_lone_surrogate_is_refused_so_the_exposition_stays_valid() -> None:
+    body = b'{"name":"inngest/function.cancelled","data":{"run_id":"r","function_id":"\\ud800"}}'
+    with pytest.raises(InvalidInput, match="not valid Unicode"):
+        parse(body)
