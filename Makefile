@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up what they need.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install tools clean
+
+run: $(STAMP)  ## Run the exporter on :9469 in development mode with the example config
+	INNGEST_DEV=$${INNGEST_DEV-1} EXPORTER_STATE_DIR=$${EXPORTER_STATE_DIR-state} \
+		$(BIN)/inngest-cancellation-exporter serve --config $${EXPORTER_CONFIG-examples/config.yaml}
+
+test: $(STAMP) tools  ## Install everything the tests need, then run the whole suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+tools:  ## System tools the tests drive for real (Debian's prometheus for promtool)
+	./scripts/install-test-tools.sh
+
+clean:
+	rm -rf $(VENV) state .pytest_cache

@@ -1,0 +1,59 @@
+"""Inngest's signature scheme, checked against the official SDK's own signer."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from inngest._internal import net
+
+from exporter import signature
+from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY
+
+BODY = json.dumps({"name": "x", "data": {"b": 1.0, "a": "é"}}).encode()
+
+
+def test_accepts_what_the_inngest_sdk_signs() -> None:
+    header = net.sign_request(BODY, SIGNING_KEY)
+    signature.verify(BODY, header, [SIGNING_KEY])
+
+
+def test_signs_what_the_inngest_sdk_accepts() -> None:
+    header = signature.sign(BODY, SIGNING_KEY)
+    result = net.validate_request_sig(
+        body=BODY, headers={"x-inngest-signature": header}, mode=net.server_lib.ServerKind.CLOUD,
+        signing_key=SIGNING_KEY, signing_key_fallback=None,
+    )
+    assert result == SIGNING_KEY
+
+
+def test_signature_covers_the_canonical_body_not_its_whitespace() -> None:
+    header = signature.sign(BODY, SIGNING_KEY)
+    signature.verify(json.dumps(json.loads(BODY), indent=2).encode(), header, [SIGNING_KEY])
+
+
+def test_fallback_key_is_accepted_during_rotation() -> None:
+    signature.verify(BODY, signature.sign(BODY, FALLBACK_KEY), [SIGNING_KEY, FALLBACK_KEY])
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("garbage", "malformed"),
+        ("t=abc&s=00", "malformed"),
+        (signature.sign(BODY, "signkey-test-other"), "does not match"),
+        (signature.sign(BODY, SIGNING_KEY, now=time.time() - 301), "more than 300 seconds"),
+        (signature.sign(BODY, SIGNING_KEY, now=time.time() + 301), "more than 300 seconds"),
+    ],
+)
+def test_refusals_say_why_without_revealing_the_key(header: str, message: str) -> None:
+    with pytest.raises(signature.SignatureError, match=message) as err:
+        signature.verify(BODY, header, [SIGNING_KEY])
+    assert SIGNING_KEY.split("-")[-1] not in str(err.value)
+
+
+def test_tampered_body_is_refused() -> None:
+    header = signature.sign(BODY, SIGNING_KEY)
+    with pytest.raises(signature.SignatureError):
+        signature.verify(BODY.replace(b'"x"', b'"y"'), header, [SIGNING_KEY])
