@@ -1,0 +1,105 @@
+"""The real `serve` process, as users run it: startup errors, restarts on the same state, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from tests.conftest import ServeProcess
+from tests.support.payloads import INGEST_TOKEN, REPO, fixture_event
+
+AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
+CANCELLATIONS = "inngest_function_cancellations_total"
+
+
+def send(proc: ServeProcess, body: Any) -> requests.Response:
+    return requests.post(f"{proc.url}/events", data=json.dumps(body), headers=AUTH, timeout=10)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_redelivery_after_a_restart_is_recognised(serve: Callable[..., ServeProcess]) -> None:
+    first = serve()
+    assert send(first, fixture_event("seed-cancelled-export.json")).json()["accepted"] == 1
+    assert first.stop() == 0
+    second = serve(state_dir=first.state_dir)
+    assert send(second, fixture_event("seed-cancelled-export.json")).json() == {
+        "accepted": 0, "duplicates": 1, "ignored": 0, "signals": 0,
+    }
+    assert second.metric(CANCELLATIONS) is None  # counted once, by the first process
+
+
+def test_sigterm_lets_in_flight_requests_finish(serve: Callable[..., ServeProcess]) -> None:
+    proc = serve()
+    batch = [
+        {**fixture_event("seed-cancelled-export.json"), "data": {**fixture_event("seed-cancelled-export.json")["data"], "run_id": f"run-{i}"}}
+        for i in range(3000)
+    ]
+    results: list[requests.Response] = []
+    sender = threading.Thread(target=lambda: results.append(send(proc, batch)))
+    sender.start()
+    threading.Event().wait(0.05)
+    assert proc.stop(signal.SIGTERM) == 0
+    sender.join()
+    assert results[0].status_code == 200 and results[0].json()["accepted"] == 3000
+    assert "Traceback" not in proc.log()
+
+
+def test_invalid_settings_fail_at_once_with_a_clear_line(tmp_path: Path) -> None:
+    result = run_cli("serve", "--port", "http", env={"EXPORTER_STATE_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "error: EXPORTER_PORT / --port: Input should be a valid integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_production_without_credentials_or_with_a_bad_config_refuses_to_start(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("functions: {f: {timeouts: {finish: soon}}}\n")
+    result = run_cli("serve", "--config", str(bad), env={"EXPORTER_STATE_DIR": str(tmp_path / "s")})
+    assert result.returncode == 1
+    assert f"error: {bad}: functions.f.timeouts.finish: invalid duration 'soon'" in result.stderr
+    assert "INNGEST_SIGNING_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    assert run_cli("check-config", str(REPO / "examples" / "config.yaml")).returncode == 0
+    (tmp_path / "bad.yaml").write_text("labels: {source: x}\n")
+    result = run_cli("check-config", str(tmp_path / "bad.yaml"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'bad.yaml'}: labels: 'source' is reserved by the exporter's own series"
+
+
+def test_simulate_shows_five_functions_and_three_sources(serve: Callable[..., ServeProcess]) -> None:
+    proc = serve("--config", "examples/config.yaml")
+    result = run_cli(
+        "simulate", "--url", proc.url, "--rate", "500", "--count", "120", "--seed", "7",
+        env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
+    )
+    assert result.returncode == 0, result.stderr
+    text = requests.get(f"{proc.url}/metrics", timeout=5).text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series = [
+        s for f in text_string_to_metric_families(text) for s in f.samples if s.name == CANCELLATIONS
+    ]
+    assert sum(s.value for s in series) == 120
+    assert len({s.labels["function_id"] for s in series}) >= 5
+    assert {s.labels["source"] for s in series} >= {"event", "timeout", "unknown"}
+    # what simulate intended is what the exporter inferred
+    intended = dict(part.split(": ") for part in result.stdout.strip().removeprefix("sent ").split(", "))
+    inferred: dict[str, float] = {}
+    for s in series:
+        inferred[s.labels["source"]] = inferred.get(s.labels["source"], 0) + s.value
+    assert {k: int(v) for k, v in inferred.items()} == {k: int(v) for k, v in intended.items()}
