@@ -1,0 +1,213 @@
+"""Delivery through the real datadog-api-client to a recording stand-in for Datadog's API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.health import HealthMetrics
+from exporter.settings import Settings
+from exporter.sinks.datadog_outbox import DatadogOutbox
+from exporter.sinks.datadog_sender import Backoff, DatadogSender, client_configuration
+from exporter.state import StateDB
+from tests.support.classified import make_classified
+from tests.support.recording_server import (
+    RecordingServer,
+    bad_request,
+    forbidden,
+    hang,
+    rate_limited,
+    server_error,
+)
+
+API_KEY = "dd-test-api-key-0123456789abcdef"
+LABELS = {"environment": "test"}
+DELIVERIES = "inngest_cancellation_exporter_datadog_deliveries_total"
+DEPTH = "inngest_cancellation_exporter_datadog_outbox_depth"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition the sender thread brings about; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+class Exporter:
+    """One exporter process's Datadog side: state, outbox, metrics and a sender, pointed at the server."""
+
+    def __init__(self, state_dir: Path, server: RecordingServer) -> None:
+        self.state = StateDB(state_dir)
+        self.outbox = DatadogOutbox(self.state, LABELS)
+        self.registry = CollectorRegistry()
+        self.server = server
+        self.sender: DatadogSender | None = None
+
+    def start(self, *, give_up_after: float = 60.0, request_timeout: float = 0.5) -> DatadogSender:
+        settings = Settings(dd_api_key=API_KEY, datadog_url=self.server.url, datadog_give_up_after=give_up_after)
+        self.sender = DatadogSender(
+            self.outbox,
+            settings,
+            HealthMetrics(self.registry),
+            request_timeout=request_timeout,
+            backoff=Backoff(initial=0.05, cap=0.2),
+            poll_interval=0.2,
+        )
+        self.sender.start()
+        return self.sender
+
+    def stage(self, *run_ids: str) -> None:
+        with self.state.transaction() as tx:
+            for run_id in run_ids:
+                self.outbox.stage(tx, make_classified(run_id))
+
+    def deliveries(self, outcome: str) -> float:
+        return self.registry.get_sample_value(DELIVERIES, {"outcome": outcome}) or 0.0
+
+    def close(self, stop_timeout: float = 2.0) -> None:
+        if self.sender is not None:
+            self.sender.stop(timeout=stop_timeout)
+        self.state.close()
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    with RecordingServer() as recording:
+        yield recording
+
+
+@pytest.fixture
+def exporter(tmp_path: Path, server: RecordingServer) -> Iterator[Exporter]:
+    running = Exporter(tmp_path / "state", server)
+    yield running
+    running.close()
+
+
+def test_an_event_is_delivered_once_with_its_tags_text_and_api_key(exporter: Exporter, server: RecordingServer) -> None:
+    exporter.start()
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    (request,) = server.requests
+    assert (request.method, request.path) == ("POST", "/api/v1/events")
+    assert request.headers["DD-API-KEY"] == API_KEY
+    assert "function_id:newsletter-app-import-all-contacts" in request.json["tags"]
+    assert "environment:test" in request.json["tags"]
+    assert "01JRUN" in request.json["text"]
+    assert exporter.outbox.depth() == 0
+
+
+def test_a_server_error_is_retried_and_the_event_delivered_exactly_once(
+    exporter: Exporter, server: RecordingServer
+) -> None:
+    server.script(server_error())
+    exporter.start()
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    assert len(server.requests) == 2
+    assert server.requests[0].json == server.requests[1].json
+    assert exporter.deliveries("retried") == 1
+    assert exporter.outbox.depth() == 0
+
+
+def test_a_rate_limit_is_waited_out_for_as_long_as_datadog_says(exporter: Exporter, server: RecordingServer) -> None:
+    server.script(rate_limited(reset_seconds=1))
+    exporter.start()
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    first, second = server.requests
+    assert second.at - first.at >= 0.9
+    assert exporter.deliveries("retried") == 1
+
+
+def test_a_rejected_api_key_is_retried_not_given_up(exporter: Exporter, server: RecordingServer) -> None:
+    server.script(forbidden())
+    exporter.start()
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    assert len(server.requests) == 2
+    assert exporter.deliveries("gave_up") == 0
+
+
+def test_a_hanging_request_times_out_and_is_retried(exporter: Exporter, server: RecordingServer) -> None:
+    server.script(hang(seconds=5))
+    exporter.start(request_timeout=0.3)
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    assert len(server.requests) == 2
+    assert exporter.deliveries("retried") == 1
+
+
+def test_an_event_datadog_refuses_is_given_up_at_once_and_logged_without_the_key(
+    exporter: Exporter, server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="exporter")
+    server.script(bad_request())
+    exporter.start()
+    exporter.stage("01JREFUSED", "01JFINE")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    assert exporter.deliveries("gave_up") == 1
+    assert exporter.deliveries("retried") == 0
+    assert len(server.requests) == 2
+    assert "01JREFUSED" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+def test_an_event_is_given_up_after_the_bounded_time(exporter: Exporter, server: RecordingServer) -> None:
+    server.script(*[server_error()] * 1000)
+    exporter.start(give_up_after=0.5)
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("gave_up") == 1)
+    assert exporter.deliveries("retried") >= 1
+    assert exporter.deliveries("sent") == 0
+    assert exporter.outbox.depth() == 0
+
+
+def test_queued_events_survive_a_restart_and_are_then_delivered(tmp_path: Path, server: RecordingServer) -> None:
+    before = Exporter(tmp_path / "state", server)
+    before.stage("01JA", "01JB")
+    before.close()
+
+    after = Exporter(tmp_path / "state", server)
+    try:
+        after.start()
+        eventually(lambda: after.deliveries("sent") == 2)
+        texts = [request.json["text"] for request in server.requests]
+        assert len(texts) == 2 and any("01JA" in t for t in texts) and any("01JB" in t for t in texts)
+        assert after.registry.get_sample_value(DEPTH) == 0
+    finally:
+        after.close()
+
+
+def test_stop_returns_while_datadog_hangs_and_the_event_waits_for_the_next_start(
+    tmp_path: Path, server: RecordingServer
+) -> None:
+    server.script(hang(seconds=30))
+    first = Exporter(tmp_path / "state", server)
+    first.start(request_timeout=30)
+    first.stage("01JRUN")
+    server.wait_for(1)
+    started = time.monotonic()
+    first.close(stop_timeout=0.5)
+    assert time.monotonic() - started < 15  # not held until the hang ends
+
+    second = Exporter(tmp_path / "state", server)
+    try:
+        assert second.outbox.depth() == 1
+        second.start()
+        eventually(lambda: second.deliveries("sent") == 1)
+    finally:
+        second.close()
+
+
+def test_the_site_selects_the_api_host_whatever_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DD_SITE", "us5.datadoghq.com")
+    assert client_configuration(Settings(dd_api_key=API_KEY, dd_site="datadoghq.eu"), 5).host == "https://api.datadoghq.eu"
+    with pytest.raises(ValueError, match="DD_SITE"):
+        client_configuration(Settings(dd_api_key=API_KEY, dd_site="example.invalid"), 5)
