@@ -46,6 +46,13 @@ def _preflight(settings: Settings) -> Config:
             "INNGEST_SIGNING_KEY (or EXPORTER_INGEST_TOKEN for /events only) is required in production; "
             "set INNGEST_DEV=1 for local development"
         )
+    if settings.datadog_enabled:
+        from exporter.sinks.datadog_sender import client_configuration
+
+        try:
+            client_configuration(settings, request_timeout=10.0)
+        except ValueError as err:
+            problems.append(str(err))
     try:
         state = StateDB(settings.state_dir)
         writable = state.writable()

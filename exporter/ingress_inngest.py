@@ -1,0 +1,149 @@
+"""`/api/inngest`: the exporter as an Inngest app, served by the official SDK.
+
+Inngest syncs the app (PUT) and invokes `record-cancellation` (POST) for every
+`inngest/function.cancelled` event; the SDK verifies each request's MAC and
+signs its answers. Two things the SDK leaves to us: it does not check the
+signature timestamp's age (we refuse replays older than five minutes, as on
+`/events`), and it reads some settings from `INNGEST_*` variables by itself
+(we hand it ours, so `create_app(settings)` means what the settings say).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import inngest
+import inngest.flask
+from flask import Flask, Response, jsonify, request
+
+from exporter import signature
+from exporter.core import Exporter
+from exporter.parsing import CANCELLED, InvalidInput, parse_event
+from exporter.settings import Settings
+from exporter.state import StateUnavailable
+
+log = logging.getLogger(__name__)
+
+APP_ID = "inngest-cancellation-exporter"
+FUNCTION_ID = "record-cancellation"
+SERVE_PATH = "/api/inngest"
+INGRESS = "inngest"
+TRIGGER_EVENTS: tuple[str, ...] = (CANCELLED,)
+"""What runs `record-cancellation`. Cancel signals (the config's `cancel_on` events)
+could be added here: `parse_event` already turns them into evidence. Inngest caps
+a function's triggers (10), so a long signal list would need several functions."""
+
+
+def build_client(settings: Settings) -> inngest.Inngest:
+    """An SDK client that follows `settings`, whatever the process environment says.
+
+    The mode and API origin are passed explicitly. In dev mode the SDK finds the
+    dev server itself (INNGEST_DEV may be its URL, which settings reduce to a
+    flag). inngest 0.5 takes the fallback signing key only from
+    INNGEST_SIGNING_KEY_FALLBACK, so it is set on the client after construction
+    (the rotation test guards this). No event key: the exporter never sends events.
+    """
+    client = inngest.Inngest(
+        app_id=APP_ID,
+        is_production=not settings.dev,
+        signing_key=settings.signing_key,
+        api_base_url=None if settings.dev else settings.api_base_url,
+        logger=log,
+    )
+    client._signing_key_fallback = settings.signing_key_fallback
+    client._http_client._signing_key_fallback = settings.signing_key_fallback
+    return client
+
+
+def _as_raw_event(event: inngest.Event) -> dict[str, Any]:
+    """The event as Inngest sent it: the SDK fills an absent `id`/`ts` with ""/0, which are not real values."""
+    raw = event.model_dump(mode="json")
+    if raw["id"] == "":
+        del raw["id"]
+    if raw["ts"] == 0:
+        del raw["ts"]
+    return raw
+
+
+def build_function(client: inngest.Inngest, exporter: Exporter) -> inngest.Function[dict[str, int]]:
+    """`record-cancellation`: one run per cancelled run; its output is the ingest summary.
+
+    No `ctx.step.run`: the body is one transactional `ingest` call, and a retried
+    or redelivered run finds the run id already claimed and counts a duplicate,
+    so memoising it in a step would only add a round trip to Inngest.
+    """
+
+    @client.create_function(
+        fn_id=FUNCTION_ID,
+        name="Record cancellation",
+        trigger=[inngest.TriggerEvent(event=name) for name in TRIGGER_EVENTS],
+    )
+    def record_cancellation(ctx: inngest.ContextSync) -> dict[str, int]:
+        try:
+            parsed = parse_event(
+                _as_raw_event(ctx.event), signal_names=exporter.config.signal_names, now_ms=int(time.time() * 1000)
+            )
+        except InvalidInput as err:
+            # the same event would fail the same way on every retry
+            exporter.health.events_received.labels(INGRESS, "invalid").inc()
+            raise inngest.NonRetriableError(str(err)) from None
+        try:
+            return exporter.pipeline.ingest([parsed], INGRESS).as_json()
+        except StateUnavailable:
+            # nothing was recorded: a plain exception makes Inngest retry later
+            exporter.health.events_received.labels(INGRESS, "unavailable").inc()
+            raise
+
+    return record_cancellation
+
+
+def _refuse_stale_signature(exporter: Exporter) -> tuple[Response, int] | None:
+    """401 when a signature's timestamp is outside the replay window; the SDK checks only its MAC."""
+    header = request.headers.get(signature.HEADER)
+    if exporter.settings.dev or header is None or request.path != SERVE_PATH:
+        return None  # unsigned requests are the SDK's to refuse (outside dev mode)
+    try:
+        timestamp, _ = signature.parse_header(header)
+        signature.check_age(timestamp)
+    except signature.SignatureError as err:
+        return jsonify(error=str(err)), 401
+    return None
+
+
+def _count_unauthorized(exporter: Exporter, response: Response) -> Response:
+    """Count every refusal on the endpoint, ours (stale) and the SDK's (missing or wrong MAC)."""
+    if request.path == SERVE_PATH and response.status_code == 401:
+        exporter.health.events_received.labels(INGRESS, "unauthorized").inc()
+    return response
+
+
+def register(app: Flask, exporter: Exporter) -> None:
+    """Serve the exporter's Inngest app on /api/inngest.
+
+    In production without a signing key the SDK could verify nothing (and
+    refuses to start), so the endpoint answers 503 naming the missing setting,
+    while `POST /events` with a bearer token keeps working.
+    """
+    settings = exporter.settings
+    if not settings.dev and settings.signing_key is None:
+
+        @app.route(SERVE_PATH, methods=["GET", "PUT", "POST"])
+        def inngest_unconfigured() -> tuple[Response, int]:
+            return jsonify(error="INNGEST_SIGNING_KEY is not set, so Inngest requests cannot be verified"), 503
+
+        return
+
+    client = build_client(settings)
+    inngest.flask.serve(
+        app,
+        client,
+        [build_function(client, exporter)],
+        # an unsigned PUT would make the SDK register this app at the URL of the
+        # request's Host header: only signed syncs (or dev mode) may do that
+        enable_unauthed_sync=False,
+        serve_path=SERVE_PATH,
+    )
+    app.before_request(lambda: _refuse_stale_signature(exporter))
+    app.after_request(lambda response: _count_unauthorized(exporter, response))

@@ -1,0 +1,240 @@
+"""`/api/inngest` driven over HTTP exactly as an Inngest server drives it: sync, then invoke."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import inngest
+import inngest.flask
+import pytest
+from flask import Flask
+from inngest.experimental import mocked
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from exporter.app import create_app
+from exporter.config import Config
+from exporter.ingress_inngest import APP_ID, build_function
+from exporter.parsing import CANCELLED
+from exporter.settings import load_settings
+from exporter.state import StateUnavailable
+from tests.conftest import ServeProcess, free_port
+from tests.support.inngest_driver import InngestDriver, SyncedFunction
+from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, fixture_event
+
+FUNCTION_ID = f"{APP_ID}-record-cancellation"
+OTHER_KEY = "signkey-test-" + "7" * 64
+
+
+def _serve_in_thread(app: Flask, port: int) -> tuple[BaseWSGIServer, threading.Thread]:
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=f"wsgi-{port}", daemon=True)
+    thread.start()
+    return server, thread
+
+
+class InProcessServe(ServeProcess):
+    """Until `serve` is used here: the same app and settings, on werkzeug's threaded server in this process."""
+
+    def start(self) -> "InProcessServe":
+        self.app = create_app(load_settings(self._env), Config(), self._env)
+        self._server, self._thread = _serve_in_thread(self.app, self.port)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self._server.shutdown()
+        self._thread.join(timeout)
+        self.app.extensions["exporter"].stop(timeout)
+        return 0
+
+
+@pytest.fixture
+def exporter_server(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Start exporters (settings from `env`, as `serve` reads them); each is stopped at the end."""
+    started: list[ServeProcess] = []
+
+    def start(**env: str) -> ServeProcess:
+        server = InProcessServe(tmp_path / f"state-{len(started)}", env, []).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def cancelled(run_id: str = "01JDJKGTGDVV4DTXHY6XYB7BKK") -> dict[str, Any]:
+    event = fixture_event("seed-cancelled-export.json")
+    event["data"]["run_id"] = run_id
+    return event
+
+
+def cancellations(server: ServeProcess, function_id: str = "demo-app-export") -> float | None:
+    return server.metric("inngest_function_cancellations_total", {"function_id": function_id, "source": "unknown"})
+
+
+def received(server: ServeProcess, outcome: str) -> float | None:
+    return server.metric("inngest_cancellation_exporter_events_received_total", {"ingress": "inngest", "outcome": outcome})
+
+
+def test_signed_in_band_sync_registers_the_cancellation_function(exporter_server: Callable[..., ServeProcess]) -> None:
+    server = exporter_server()
+    app = InngestDriver(server.url, SIGNING_KEY).sync()
+    assert app.app_id == APP_ID
+    function = app.function_for(CANCELLED)
+    assert (function.id, function.triggers) == (FUNCTION_ID, [CANCELLED])
+    assert function.url == f"{server.url}/api/inngest?fnId={FUNCTION_ID}&stepId=step"
+    assert app.body["inspection"]["mode"] == "cloud"
+
+
+@pytest.mark.parametrize("key", [None, OTHER_KEY], ids=["unsigned", "wrong-key"])
+def test_sync_is_refused_without_the_signing_key(exporter_server: Callable[..., ServeProcess], key: str | None) -> None:
+    server = exporter_server()
+    assert InngestDriver(server.url, key).in_band_sync().status_code == 401
+    assert received(server, "unauthorized") == 1.0
+
+
+def test_unsigned_out_of_band_sync_cannot_register_the_app_at_another_url(
+    exporter_server: Callable[..., ServeProcess],
+) -> None:
+    # were it allowed, the SDK would register this Host with the Inngest API (here a closed port)
+    server = exporter_server(INNGEST_API_BASE_URL=f"http://127.0.0.1:{free_port()}")
+    response = InngestDriver(server.url, None).send("PUT", f"{server.url}/api/inngest", {}, {"Host": "attacker.example"})
+    assert response.status_code == 401
+
+
+def test_fixture_cancellation_is_counted_once_however_often_inngest_delivers_it(
+    exporter_server: Callable[..., ServeProcess],
+) -> None:
+    server = exporter_server()
+    driver = InngestDriver(server.url, SIGNING_KEY)
+    function = driver.sync().function_for(CANCELLED)
+    first = driver.invoke(function, cancelled())
+    assert (first.status, first.body, first.requests) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0}, 1)
+    assert cancellations(server) == 1.0
+    redelivered = driver.invoke(function, cancelled())  # a new run of our function, the same event
+    assert redelivered.run_id != first.run_id
+    assert (redelivered.status, redelivered.body["duplicates"]) == (200, 1)
+    assert cancellations(server) == 1.0
+    assert (received(server, "accepted"), received(server, "duplicate")) == (1.0, 1.0)
+
+
+def test_payload_without_error_and_with_inngest_status_is_counted(exporter_server: Callable[..., ServeProcess]) -> None:
+    server = exporter_server()
+    driver = InngestDriver(server.url, SIGNING_KEY)
+    event = cancelled()
+    del event["data"]["error"]
+    event["data"]["_inngest"] = {"status": "Cancelled"}
+    assert driver.invoke(driver.sync().function_for(CANCELLED), event).status == 200
+    assert cancellations(server) == 1.0
+
+
+def test_stale_signature_is_refused_and_not_counted(exporter_server: Callable[..., ServeProcess]) -> None:
+    server = exporter_server()
+    function = InngestDriver(server.url, SIGNING_KEY).sync().function_for(CANCELLED)
+    stale = InngestDriver(server.url, SIGNING_KEY, clock=lambda: time.time() - 360)
+    result = stale.invoke(function, cancelled())
+    assert result.status == 401
+    assert "more than 300 seconds from now" in result.body["error"]
+    assert cancellations(server) is None
+    assert received(server, "unauthorized") == 1.0
+
+
+@pytest.mark.parametrize("key", [SIGNING_KEY, FALLBACK_KEY], ids=["current", "fallback"])
+def test_both_keys_work_during_a_rotation_whatever_the_process_environment_says(
+    exporter_server: Callable[..., ServeProcess], monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    # the SDK reads these by itself; the exporter's settings must win
+    monkeypatch.setenv("INNGEST_DEV", "1")
+    monkeypatch.setenv("INNGEST_SIGNING_KEY_FALLBACK", OTHER_KEY)
+    server = exporter_server(INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
+    driver = InngestDriver(server.url, key)
+    assert driver.invoke(driver.sync().function_for(CANCELLED), cancelled()).status == 200
+    assert cancellations(server) == 1.0
+    assert InngestDriver(server.url, OTHER_KEY).in_band_sync().status_code == 401
+    assert InngestDriver(server.url, None).in_band_sync().status_code == 401
+
+
+def test_invalid_cancellation_fails_once_without_retries_and_is_counted(exporter_server: Callable[..., ServeProcess]) -> None:
+    server = exporter_server()
+    driver = InngestDriver(server.url, SIGNING_KEY)
+    event = cancelled()
+    del event["data"]["run_id"]
+    result = driver.invoke(driver.sync().function_for(CANCELLED), event)
+    assert (result.status, result.no_retry, result.requests) == (500, True, 1)
+    assert result.body["name"] == "NonRetriableError"
+    assert result.body["message"] == "data.run_id: missing: expected a non-empty string"
+    assert received(server, "invalid") == 1.0
+    assert cancellations(server) is None
+
+
+def test_unwritable_state_makes_inngest_retry_the_run(
+    exporter_server: Callable[..., ServeProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = exporter_server()
+    assert isinstance(server, InProcessServe)  # the fault is injected in-process
+    pipeline = server.app.extensions["exporter"].pipeline
+    ingest = pipeline.ingest
+    failures = iter([StateUnavailable("disk full")])
+
+    def flaky_ingest(*args: Any) -> Any:
+        for failure in failures:
+            raise failure
+        return ingest(*args)
+
+    monkeypatch.setattr(pipeline, "ingest", flaky_ingest)
+    driver = InngestDriver(server.url, SIGNING_KEY)
+    result = driver.invoke(driver.sync().function_for(CANCELLED), cancelled())
+    assert (result.status, result.requests) == (200, 2)
+    assert cancellations(server) == 1.0
+    assert received(server, "unavailable") == 1.0
+
+
+def test_production_without_a_signing_key_says_what_is_missing(make_app: Callable[..., Flask]) -> None:
+    response = make_app(INNGEST_SIGNING_KEY="").test_client().get("/api/inngest")
+    assert response.status_code == 503
+    assert "INNGEST_SIGNING_KEY" in response.get_json()["error"]
+
+
+def test_function_body_records_through_the_pipeline(make_app: Callable[..., Flask]) -> None:
+    exporter = make_app().extensions["exporter"]
+    client = mocked.Inngest(app_id=APP_ID, is_production=False)
+    function = build_function(client, exporter)
+    event = inngest.Event(**cancelled())
+    outputs = [mocked.trigger(function, event, client).output for _ in range(2)]
+    assert [output["accepted"] for output in outputs] == [1, 0]
+    assert exporter.registry.get_sample_value(
+        "inngest_function_cancellations_total", {"function_id": "demo-app-export", "source": "unknown"}
+    ) == 1.0
+
+
+def test_driver_feeds_step_results_back_until_the_function_returns() -> None:
+    """The driver's 206 loop, against the SDK itself: each step.run answers 206 and is memoised."""
+    app = Flask("steps")
+    client = inngest.Inngest(app_id="steps", is_production=True, signing_key=SIGNING_KEY)
+
+    @client.create_function(fn_id="two-steps", trigger=inngest.TriggerEvent(event="test/go"))
+    def two_steps(ctx: inngest.ContextSync) -> list[Any]:
+        first = ctx.step.run("first", lambda: ctx.event.data["n"] + 1)
+        return [first, ctx.step.run("second", lambda: first * 10)]
+
+    inngest.flask.serve(app, client, [two_steps])
+    server, thread = _serve_in_thread(app, free_port())
+    try:
+        driver = InngestDriver(f"http://127.0.0.1:{server.server_port}", SIGNING_KEY)
+        result = driver.invoke(driver.sync().function_for("test/go"), {"name": "test/go", "data": {"n": 1}, "id": "e1", "ts": 1})
+    finally:
+        server.shutdown()
+        thread.join()
+    assert (result.status, result.body, result.requests) == (200, [2, 20], 3)
+
+
+def test_development_mode_runs_unsigned_invocations(exporter_server: Callable[..., ServeProcess]) -> None:
+    # the dev server syncs out of band (the app registers itself), so the function is addressed directly
+    server = exporter_server(INNGEST_DEV="1")
+    function = SyncedFunction(FUNCTION_ID, [CANCELLED], f"{server.url}/api/inngest?fnId={FUNCTION_ID}&stepId=step")
+    assert InngestDriver(server.url, None).invoke(function, cancelled()).status == 200
+    assert cancellations(server) == 1.0
