@@ -37,7 +37,7 @@ def _serve_in_thread(app: Flask, port: int) -> tuple[BaseWSGIServer, threading.T
 
 
 class InProcessServe(ServeProcess):
-    """Until `serve` is used here: the same app and settings, on werkzeug's threaded server in this process."""
+    """The same app and settings on werkzeug's threaded server in this process, for faults injected in-process."""
 
     def start(self) -> "InProcessServe":
         self.app = create_app(load_settings(self._env), Config(), self._env)
@@ -52,11 +52,17 @@ class InProcessServe(ServeProcess):
 
 
 @pytest.fixture
-def exporter_server(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
-    """Start exporters (settings from `env`, as `serve` reads them); each is stopped at the end."""
-    started: list[ServeProcess] = []
+def exporter_server(serve: Callable[..., ServeProcess]) -> Callable[..., ServeProcess]:
+    """The real `serve` process, settings from `env`."""
+    return serve
 
-    def start(**env: str) -> ServeProcess:
+
+@pytest.fixture
+def in_process_server(tmp_path: Path) -> Iterator[Callable[..., InProcessServe]]:
+    """Exporters served in this process (settings from `env`); each is stopped at the end."""
+    started: list[InProcessServe] = []
+
+    def start(**env: str) -> InProcessServe:
         server = InProcessServe(tmp_path / f"state-{len(started)}", env, []).start()
         started.append(server)
         return server
@@ -145,12 +151,12 @@ def test_stale_signature_is_refused_and_not_counted(exporter_server: Callable[..
 
 @pytest.mark.parametrize("key", [SIGNING_KEY, FALLBACK_KEY], ids=["current", "fallback"])
 def test_both_keys_work_during_a_rotation_whatever_the_process_environment_says(
-    exporter_server: Callable[..., ServeProcess], monkeypatch: pytest.MonkeyPatch, key: str
+    in_process_server: Callable[..., InProcessServe], monkeypatch: pytest.MonkeyPatch, key: str
 ) -> None:
     # the SDK reads these by itself; the exporter's settings must win
     monkeypatch.setenv("INNGEST_DEV", "1")
     monkeypatch.setenv("INNGEST_SIGNING_KEY_FALLBACK", OTHER_KEY)
-    server = exporter_server(INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
+    server = in_process_server(INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
     driver = InngestDriver(server.url, key)
     assert driver.invoke(driver.sync().function_for(CANCELLED), cancelled()).status == 200
     assert cancellations(server) == 1.0
@@ -172,10 +178,9 @@ def test_invalid_cancellation_fails_once_without_retries_and_is_counted(exporter
 
 
 def test_unwritable_state_makes_inngest_retry_the_run(
-    exporter_server: Callable[..., ServeProcess], monkeypatch: pytest.MonkeyPatch
+    in_process_server: Callable[..., InProcessServe], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = exporter_server()
-    assert isinstance(server, InProcessServe)  # the fault is injected in-process
+    server = in_process_server()
     pipeline = server.app.extensions["exporter"].pipeline
     ingest = pipeline.ingest
     failures = iter([StateUnavailable("disk full")])
