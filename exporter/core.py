@@ -90,11 +90,12 @@ class Exporter:
         self.started = True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Flush spans and stop background work; undelivered Datadog events stay in the outbox."""
+        """Flush spans and stop background work within about `timeout`; undelivered Datadog events stay in the outbox."""
         self.started = False
-        self._pruner.stop(timeout)
+        share = timeout / 2  # the sender and the span flush each get half, so together they fit the grace period
+        self._pruner.stop(share)
         if self.datadog is not None:
-            self.datadog.stop(timeout)
+            self.datadog.stop(share)
         if self.otel is not None:
-            self.otel.shutdown()
+            self.otel.shutdown(share)
         self.state.close()

@@ -59,6 +59,8 @@ class ExporterServer(BaseApplication):  # type: ignore[misc]  # gunicorn is unty
             "accesslog": None,
             "errorlog": "-",
             "worker_exit": _stop_exporter,
+            # gunicorn's control socket would be written under $HOME: not wanted on a read-only filesystem
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -16,6 +16,7 @@ from exporter.sinks.datadog_outbox import DatadogOutbox
 from exporter.sinks.datadog_sender import Backoff, DatadogSender, client_configuration
 from exporter.state import StateDB
 from tests.support.classified import make_classified
+from tests.support.waiting import eventually
 from tests.support.recording_server import (
     RecordingServer,
     bad_request,
@@ -29,15 +30,6 @@ API_KEY = "dd-test-api-key-0123456789abcdef"
 LABELS = {"environment": "test"}
 DELIVERIES = "inngest_cancellation_exporter_datadog_deliveries_total"
 DEPTH = "inngest_cancellation_exporter_datadog_outbox_depth"
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition the sender thread brings about; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 class Exporter:

@@ -104,8 +104,8 @@ def client_configuration(settings: Settings, request_timeout: float) -> Configur
         # Set after construction: Configuration also reads DD_SITE from the environment, and settings win.
         config.server_variables["site"] = settings.dd_site
     try:
-        log.info("Datadog events go to %s", config.host)
-    except ValueError as err:  # a site the client does not know
+        config.host  # resolves the site: an unknown one raises here, at startup, not at the first send
+    except ValueError as err:
         raise ValueError(f"DD_SITE: {err}") from None
     return config
 
@@ -144,6 +144,7 @@ class DatadogSender:
 
     def start(self) -> None:
         """Start delivering, beginning with whatever a previous process left in the outbox."""
+        log.info("Datadog events go to %s", self._configuration.host)
         self._thread = threading.Thread(target=self._run, name="datadog-sender", daemon=True)
         self._thread.start()
 

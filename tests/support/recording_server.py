@@ -95,6 +95,11 @@ class RecordingServer:
         with self._changed:
             self._script.extend(replies)
 
+    def clear_script(self) -> None:
+        """Forget the replies not used yet: from now on, `accepted()`."""
+        with self._changed:
+            self._script.clear()
+
     def wait_for(self, count: int, timeout: float = 10.0) -> list[RecordedRequest]:
         """The first `count` requests, waiting for them to arrive; AssertionError after `timeout`."""
         with self._changed:
