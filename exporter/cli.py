@@ -16,6 +16,7 @@ import click
 
 from exporter.config import Config, ConfigError, load_config
 from exporter.settings import SETTINGS, Settings, SettingsError, load_settings
+from exporter.sinks.otel import check_otel_settings
 from exporter.state import StateDB, StateUnavailable
 
 
@@ -46,6 +47,10 @@ def _preflight(settings: Settings) -> Config:
             "INNGEST_SIGNING_KEY (or EXPORTER_INGEST_TOKEN for /events only) is required in production; "
             "set INNGEST_DEV=1 for local development"
         )
+    try:
+        check_otel_settings(os.environ)
+    except ValueError as err:
+        problems.append(str(err))
     if settings.datadog_enabled:
         from exporter.sinks.datadog_sender import client_configuration
 

@@ -73,6 +73,19 @@ def test_production_without_credentials_or_with_a_bad_config_refuses_to_start(tm
     assert "INNGEST_SIGNING_KEY" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_unusable_sink_settings_fail_at_once_with_a_clear_line(tmp_path: Path) -> None:
+    env = {
+        "EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_DEV": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon",
+        "DD_API_KEY": "k", "DD_SITE": "nowhere.example",
+    }
+    result = run_cli("serve", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol 'carrier-pigeon'")
+    assert lines[1].startswith("error: DD_SITE: ")
+
+
 def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert run_cli("check-config", str(REPO / "examples" / "config.yaml")).returncode == 0
     (tmp_path / "bad.yaml").write_text("labels: {source: x}\n")

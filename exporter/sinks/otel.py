@@ -61,6 +61,16 @@ _RUN_TRACE_ID: ContextVar[int | None] = ContextVar("inngest_run_trace_id", defau
 """The trace id of the run `OtelSink.emit` is starting a span for, read by `_RunTraceIdGenerator`."""
 
 
+def check_otel_settings(environ: Mapping[str, str]) -> None:
+    """Raise ValueError naming the variable when an OTEL_* setting cannot be used; builds nothing.
+
+    `serve` calls it before it forks, so a bad setting stops startup with a clear line.
+    """
+    if _export_wanted(environ):
+        _protocol(environ)
+        _batch_settings(environ)
+
+
 def build_otel_sink(environ: Mapping[str, str], health: HealthMetrics) -> OtelSink | None:
     """The span sink configured by the OTEL_* variables, or None when no OTLP export is asked for.
 
