@@ -10,7 +10,7 @@ import enum
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterable
 
 import grpc
@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.support.http import QuietHandler
 
 TRACES_PATH = "/v1/traces"
 
@@ -136,32 +138,19 @@ class OtlpHttpReceiver(OtlpReceiver):
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[QuietHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 if self.path != TRACES_PATH:
                     self.send_error(404)
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if not receiver._receive(ExportTraceServiceRequest.FromString(body)):
-                    self._answer(503, b"")
+                    self.answer(503, b"", "application/x-protobuf")
                     return
-                self._answer(200, ExportTraceServiceResponse().SerializeToString())
-
-            def _answer(self, status: int, body: bytes) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/x-protobuf")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the exporter gave up waiting
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: the received spans are the test's evidence."""
+                self.answer(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
         return Handler
 
