@@ -57,6 +57,14 @@ def test_sigterm_lets_in_flight_requests_finish(serve: Callable[..., ServeProces
     assert "Traceback" not in proc.log()
 
 
+def test_sigint_also_exits_cleanly_and_keeps_what_was_recorded(serve: Callable[..., ServeProcess]) -> None:
+    proc = serve()
+    assert send(proc, fixture_event("seed-cancelled-export.json")).json()["accepted"] == 1
+    assert proc.stop(signal.SIGINT) == 0
+    again = serve(state_dir=proc.state_dir)
+    assert send(again, fixture_event("seed-cancelled-export.json")).json()["duplicates"] == 1
+
+
 def test_invalid_settings_fail_at_once_with_a_clear_line(tmp_path: Path) -> None:
     result = run_cli("serve", "--port", "http", env={"EXPORTER_STATE_DIR": str(tmp_path)})
     assert result.returncode != 0
