@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: run test install tools clean
 
 run: $(STAMP)  ## Run the exporter on :9469 in development mode with the example config
+	# bulk cancellations are polled from `simulate`'s stand-in for the Inngest REST API on :9470
 	INNGEST_DEV=$${INNGEST_DEV-1} EXPORTER_STATE_DIR=$${EXPORTER_STATE_DIR-state} \
+		INNGEST_API_BASE_URL=$${INNGEST_API_BASE_URL-http://127.0.0.1:9470} \
 		$(BIN)/inngest-cancellation-exporter serve --config $${EXPORTER_CONFIG-examples/config.yaml}
 
 test: $(STAMP) tools  ## Install everything the tests need, then run the whole suite

@@ -1,13 +1,21 @@
 """Cancellation source attribution: which evidence explains a cancelled run?
 
-Inngest does not say why a run was cancelled. `SourceClassifier` is the seam the
-attribution work extends; `EvidenceClassifier` is the first version:
-- `timeout` when the run's age reaches its configured finish timeout, or matches
-  its start timeout within `START_TIMEOUT_TOLERANCE`;
-- `event` when a configured `cancel_on` signal arrived between the trigger and
-  the cancellation (inside the rule's `timeout`) and its `if` expression holds;
-- `unknown` otherwise, and also when the evidence points at more than one source:
-  a claim the evidence does not single out is never made.
+Inngest does not say why a run was cancelled. Each source has its evidence:
+- `timeout`: the run's age reaches its configured finish timeout (less
+  FINISH_TIMEOUT_TOLERANCE), or matches its start timeout within
+  START_TIMEOUT_TOLERANCE;
+- `event`: a configured `cancel_on` signal arrived between the trigger and the
+  cancellation, inside the rule's `timeout`, and its `if` expression holds;
+- `bulk`: a polled bulk cancellation of the function covers the run's scheduled
+  time, and its `if` expression holds for the run's trigger;
+- `manual`: by elimination, only when every other source can be ruled out: the
+  function's triggers are declared in the config, bulk polling is on and has read
+  the list since the cancellation, and the run's times are known;
+- `unknown`: anything else, including evidence for two sources at once.
+
+A run with no evidence yet is *undecided*: evidence may still arrive (signals and
+bulk windows are delivered asynchronously), so the pipeline holds it for a grace
+period and asks again with `final=True`.
 """
 
 from __future__ import annotations
@@ -16,8 +24,8 @@ import logging
 import sqlite3
 from typing import Any, Callable, Mapping, Protocol
 
-import cel
-
+from exporter.bulk import BulkWindowStore
+from exporter.expressions import holds
 from exporter.config import CancelOn, Config, FunctionConfig
 from exporter.records import Cancellation, Source
 from exporter.signals import SignalStore
@@ -33,27 +41,21 @@ FINISH_TIMEOUT_TOLERANCE = 1.0
 class SourceClassifier(Protocol):
     """Decides the source of one cancellation, reading evidence inside the ingest transaction."""
 
-    def classify(self, tx: sqlite3.Connection, cancellation: Cancellation) -> Source: ...
+    def classify(self, tx: sqlite3.Connection, cancellation: Cancellation, *, final: bool) -> Source | None:
+        """The source; None when no evidence has arrived yet and `final` is False (hold and ask again)."""
+        ...
 
 
-class CompiledRule:
-    """A `cancel_on` rule with its expression compiled once."""
+class _Rule:
+    """A `cancel_on` rule in the units the classifier compares (milliseconds)."""
 
     def __init__(self, rule: CancelOn) -> None:
         self.event = rule.event
         self.timeout_ms = int(rule.timeout * 1000) if rule.timeout is not None else None
-        self.program = cel.compile(rule.if_) if rule.if_ else None
-
-    def matches(self, trigger: Mapping[str, Any] | None, signal: Mapping[str, Any]) -> bool:
-        """The rule's expression on (event=trigger, async=signal); raises when it cannot be evaluated."""
-        if self.program is None:
-            return True
-        return self.program.execute({"event": dict(trigger or {}), "async": dict(signal)}) is True
+        self.expression = rule.if_
 
 
-def _timed_out(fn: FunctionConfig, age: float | None) -> bool:
-    if age is None:
-        return False
+def _timed_out(fn: FunctionConfig, age: float) -> bool:
     finish, start = fn.timeouts.finish, fn.timeouts.start
     if finish is not None and age >= finish - FINISH_TIMEOUT_TOLERANCE:
         return True
@@ -61,43 +63,86 @@ def _timed_out(fn: FunctionConfig, age: float | None) -> bool:
 
 
 class EvidenceClassifier:
-    """First version of attribution, from configured timeouts and recorded cancel signals."""
+    """Attribution from configured timeouts, recorded cancel signals and polled bulk windows."""
 
     def __init__(
         self,
         config: Config,
         signals: SignalStore,
+        bulk: BulkWindowStore | None,
         on_expression_error: Callable[[str], None] = lambda function_id: None,
     ) -> None:
         self._functions = config.functions
-        self._rules = {fid: [CompiledRule(rule) for rule in fn.cancel_on] for fid, fn in config.functions.items()}
+        self._rules = {fid: [_Rule(rule) for rule in fn.cancel_on] for fid, fn in config.functions.items()}
         self._signals = signals
+        self._bulk = bulk
         self._on_expression_error = on_expression_error
 
-    def classify(self, tx: sqlite3.Connection, cancellation: Cancellation) -> Source:
+    def classify(self, tx: sqlite3.Connection, cancellation: Cancellation, *, final: bool) -> Source | None:
         fn = self._functions.get(cancellation.function_id)
-        if fn is None:
-            return Source.UNKNOWN
         found = set()
-        if _timed_out(fn, cancellation.age_seconds):
+        age = cancellation.age_seconds
+        if fn is not None and age is not None and _timed_out(fn, age):
             found.add(Source.TIMEOUT)
         if self._signalled(tx, cancellation):
             found.add(Source.EVENT)
-        return found.pop() if len(found) == 1 else Source.UNKNOWN
+        if self._bulk_cancelled(tx, cancellation):
+            found.add(Source.BULK)
+        if len(found) == 1:
+            return found.pop()
+        if found:
+            return Source.UNKNOWN  # evidence for two sources: neither is claimed
+        if not final and self._may_get_evidence(fn):
+            return None
+        return Source.MANUAL if self._manual_by_elimination(tx, cancellation, fn) else Source.UNKNOWN
+
+    def _may_get_evidence(self, fn: FunctionConfig | None) -> bool:
+        """Whether evidence for this function can still arrive: a bulk window, or one of its cancel signals."""
+        return self._bulk is not None or (fn is not None and bool(fn.cancel_on))
+
+    def _manual_by_elimination(self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None) -> bool:
+        """True only when every other source is ruled out by evidence that would have been seen."""
+        if fn is None or self._bulk is None or cancellation.scheduled_at_ms is None:
+            return False
+        if (fn.timeouts.start or fn.timeouts.finish) and cancellation.age_seconds is None:
+            return False
+        if fn.cancel_on and (cancellation.cancelled_at_ms is None or self._run_start_ms(cancellation) is None):
+            return False
+        last_poll = self._bulk.last_success_ms(tx)
+        cancelled_at = cancellation.cancelled_at_ms or cancellation.received_at_ms
+        return last_poll is not None and last_poll >= cancelled_at
+
+    @staticmethod
+    def _run_start_ms(cancellation: Cancellation) -> int | None:
+        return cancellation.trigger_ts_ms or cancellation.scheduled_at_ms
+
+    def _evaluates(self, expression: str | None, variables: Mapping[str, Any], function_id: str) -> bool:
+        try:
+            return holds(expression, variables)
+        except Exception as err:  # a failed expression is no match, never a crash
+            log.warning("expression %r for %s failed: %s", expression, function_id, err)
+            self._on_expression_error(function_id)
+            return False
 
     def _signalled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
         rules = self._rules.get(cancellation.function_id, [])
-        started = cancellation.trigger_ts_ms or cancellation.scheduled_at_ms
+        started = self._run_start_ms(cancellation)
         ended = cancellation.cancelled_at_ms
         if not rules or started is None or ended is None:
             return False
+        trigger = cancellation.trigger or {}
         for rule in rules:
             latest = ended if rule.timeout_ms is None else min(ended, started + rule.timeout_ms)
             for signal in self._signals.between(tx, rule.event, started, latest):
-                try:
-                    if rule.matches(cancellation.trigger, signal):
-                        return True
-                except Exception as err:  # a failed expression is no match, never a crash
-                    log.warning("cancel_on expression for %s failed: %s", cancellation.function_id, err)
-                    self._on_expression_error(cancellation.function_id)
+                if self._evaluates(rule.expression, {"event": trigger, "async": signal}, cancellation.function_id):
+                    return True
         return False
+
+    def _bulk_cancelled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
+        if self._bulk is None or cancellation.scheduled_at_ms is None:
+            return False
+        trigger = cancellation.trigger or {}
+        return any(
+            self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
+            for window in self._bulk.covering(tx, cancellation.function_id, cancellation.scheduled_at_ms)
+        )

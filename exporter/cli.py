@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -113,27 +114,44 @@ def check_config(file: Path) -> None:
     show_default=True, help="Config describing the simulated functions (the one the exporter runs with).",
 )
 @click.option("--seed", type=int, default=None, help="Random seed, for a repeatable run.")
-def simulate(url: str, rate: float, count: int, config_path: Path, seed: int | None) -> None:
+@click.option(
+    "--api-port", type=click.IntRange(0, 65535), default=9470, show_default=True,
+    help="Port of the stand-in Inngest REST API serving the simulated bulk cancellations "
+    "(run the exporter with INNGEST_API_BASE_URL=http://127.0.0.1:<port>); 0 turns it off.",
+)
+def simulate(url: str, rate: float, count: int, config_path: Path, seed: int | None, api_port: int) -> None:
     """Send realistic, correctly signed cancellation traffic to a running exporter.
 
     Signs with INNGEST_SIGNING_KEY when set, else sends EXPORTER_INGEST_TOKEN as a bearer
-    token, else sends unsigned (for an exporter in INNGEST_DEV mode).
+    token, else sends unsigned (for an exporter in INNGEST_DEV mode). When the config polls
+    bulk cancellations, the stand-in API keeps serving for two poll intervals after the last
+    event, so the exporter sees every window before it settles the held runs.
     """
-    from exporter.simulate import Simulator
+    from exporter.simulate import BulkApi, Simulator
 
     try:
         config = load_config(config_path)
     except ConfigError as err:
         _fail(err.problems)
+    try:
+        bulk_api = BulkApi(api_port) if api_port else None
+    except OSError as err:
+        _fail([f"simulate: cannot serve the stand-in Inngest API on port {api_port}: {err.strerror}"])
     simulator = Simulator(
         url,
         config,
         signing_key=os.environ.get("INNGEST_SIGNING_KEY") or None,
         token=os.environ.get("EXPORTER_INGEST_TOKEN") or None,
         seed=seed,
+        bulk_api=bulk_api,
     )
     try:
         totals = simulator.run(count=count, rate=rate)
+        if bulk_api is not None and config.bulk_cancellations is not None and config.bulk_cancellations.enabled:
+            time.sleep(2 * config.bulk_cancellations.poll_interval + 1)
     except Exception as err:  # connection refused, 4xx: say what happened, no traceback
         _fail([f"simulate: {err}"])
+    finally:
+        if bulk_api is not None:
+            bulk_api.close()
     click.echo("sent " + ", ".join(f"{source}: {n}" for source, n in sorted(totals.items())))

@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import cel
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from exporter import expressions
 from exporter.durations import parse_duration
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -51,11 +51,7 @@ class CancelOn(_Strict):
     @classmethod
     def _compiles(cls, expression: str | None) -> str | None:
         if expression is not None:
-            try:
-                cel.compile(expression)
-            except Exception as err:  # the CEL library raises ValueError or its own errors
-                first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-                raise ValueError(f"invalid CEL expression: {first_line}") from None
+            expressions.check(expression)
         return expression
 
 
@@ -78,6 +74,8 @@ class BulkCancellations(_Strict):
 
     enabled: bool = True
     poll_interval: Duration = 30.0
+    retention: Duration = 86400.0
+    """How long a window is kept after it disappears from the list (a finished bulk cancellation may be deleted)."""
 
 
 class Config(_Strict):

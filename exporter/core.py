@@ -13,10 +13,12 @@ from typing import Mapping
 
 from prometheus_client import CollectorRegistry
 
+from exporter.bulk import BulkPoller, BulkWindowStore
 from exporter.classify import EvidenceClassifier
 from exporter.config import Config
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
+from exporter.pending import PendingStore
 from exporter.periodic import PeriodicTask
 from exporter.pipeline import Pipeline
 from exporter.settings import Settings
@@ -31,6 +33,8 @@ from exporter.state import StateDB
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 60.0
+RELEASE_INTERVAL_SECONDS = 1.0
+"""How often held cancellations whose grace period ended are emitted."""
 MAX_SIGNALS = 100_000
 """Cancel signals kept as evidence; the oldest are forgotten first."""
 
@@ -46,7 +50,17 @@ class Exporter:
         self.state = StateDB(settings.state_dir)
         self.dedupe = Dedupe(self.state, max_entries=settings.dedupe_max_entries, max_age_seconds=settings.dedupe_max_age)
         self.signals = SignalStore(self.state, max_entries=MAX_SIGNALS, max_age_seconds=settings.dedupe_max_age)
+        self.pending = PendingStore(self.state)
         self.health.gauge_from("dedupe_entries", "Run ids remembered for deduplication.", self.dedupe.size)
+        self.health.gauge_from(
+            "pending_classifications", "Cancellations held for late evidence, not yet emitted.", self.pending.size
+        )
+        bulk = config.bulk_cancellations
+        self.bulk_windows: BulkWindowStore | None = None
+        self.bulk_poller: BulkPoller | None = None
+        if bulk is not None and bulk.enabled:
+            self.bulk_windows = BulkWindowStore(self.state, retention_seconds=bulk.retention)
+            self.bulk_poller = BulkPoller(self.bulk_windows, settings, interval=bulk.poll_interval, health=self.health)
 
         live: list[LiveSink] = [
             PrometheusSink(
@@ -67,24 +81,35 @@ class Exporter:
             state=self.state,
             dedupe=self.dedupe,
             signals=self.signals,
+            pending=self.pending,
             classifier=EvidenceClassifier(
-                config, self.signals, lambda function_id: self.health.expression_errors.labels(function_id).inc()
+                config,
+                self.signals,
+                self.bulk_windows,
+                lambda function_id: self.health.expression_errors.labels(function_id).inc(),
             ),
             durable_sinks=durable,
             live_sinks=live,
             health=self.health,
+            grace_ms=int(settings.attribution_grace * 1000),
         )
         self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
+        self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)
         self.started = False
 
     def _prune(self) -> None:
         now_ms = int(time.time() * 1000)
         self.dedupe.prune(now_ms)
         self.signals.prune(now_ms)
+        if self.bulk_windows is not None:
+            self.bulk_windows.prune(now_ms)
 
     def start(self) -> None:
         """Start background work; call once per process (after a server's fork, never before)."""
         self._pruner.start()
+        self._releaser.start()
+        if self.bulk_poller is not None:
+            self.bulk_poller.start()
         if self.datadog is not None:
             self.datadog.start()
         self.started = True
@@ -94,6 +119,9 @@ class Exporter:
         self.started = False
         share = timeout / 2  # the sender and the span flush each get half, so together they fit the grace period
         self._pruner.stop(share)
+        self._releaser.stop(share)
+        if self.bulk_poller is not None:
+            self.bulk_poller.stop(share)
         if self.datadog is not None:
             self.datadog.stop(share)
         if self.otel is not None:

@@ -47,6 +47,17 @@ class HealthMetrics:
             ["function_id"],
             registry=registry,
         )
+        self.bulk_polls = Counter(
+            f"{PREFIX}_bulk_polls",
+            "Polls of the REST API's bulk cancellations, by outcome (ok, error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.last_bulk_poll = Gauge(
+            f"{PREFIX}_bulk_last_success_timestamp_seconds",
+            "When the bulk cancellation list was last read successfully (0: never, since start).",
+            registry=registry,
+        )
         self._registry = registry
 
     def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:

@@ -28,12 +28,11 @@ log = logging.getLogger(__name__)
 
 APP_ID = "inngest-cancellation-exporter"
 FUNCTION_ID = "record-cancellation"
+SIGNAL_FUNCTION_ID = "record-cancel-signals"
 SERVE_PATH = "/api/inngest"
 INGRESS = "inngest"
-TRIGGER_EVENTS: tuple[str, ...] = (CANCELLED,)
-"""What runs `record-cancellation`. Cancel signals (the config's `cancel_on` events)
-could be added here: `parse_event` already turns them into evidence. Inngest caps
-a function's triggers (10), so a long signal list would need several functions."""
+MAX_TRIGGERS = 10
+"""Inngest's limit on one function's triggers: a longer signal list is split over several functions."""
 
 
 def build_client(settings: Settings) -> inngest.Inngest:
@@ -67,8 +66,25 @@ def _as_raw_event(event: inngest.Event) -> dict[str, Any]:
     return raw
 
 
-def build_function(client: inngest.Inngest, exporter: Exporter) -> inngest.Function[dict[str, int]]:
-    """`record-cancellation`: one run per cancelled run; its output is the ingest summary.
+def build_functions(client: inngest.Inngest, exporter: Exporter) -> list[inngest.Function[dict[str, int]]]:
+    """`record-cancellation`, plus `record-cancel-signals[-N]` for the config's cancel signals.
+
+    Subscribing to the signals lets Inngest deliver the evidence too, so users need
+    no forwarder for them; Inngest allows MAX_TRIGGERS per function, hence the chunks.
+    """
+    functions = [_build_function(client, exporter, FUNCTION_ID, "Record cancellation", [CANCELLED])]
+    signals = sorted(exporter.config.signal_names)
+    chunks = [signals[i : i + MAX_TRIGGERS] for i in range(0, len(signals), MAX_TRIGGERS)]
+    for number, chunk in enumerate(chunks, start=1):
+        fn_id = SIGNAL_FUNCTION_ID if number == 1 else f"{SIGNAL_FUNCTION_ID}-{number}"
+        functions.append(_build_function(client, exporter, fn_id, "Record cancel signals", chunk))
+    return functions
+
+
+def _build_function(
+    client: inngest.Inngest, exporter: Exporter, fn_id: str, name: str, events: list[str]
+) -> inngest.Function[dict[str, int]]:
+    """One function that hands its triggering event to the pipeline; its output is the ingest summary.
 
     No `ctx.step.run`: the body is one transactional `ingest` call, and a retried
     or redelivered run finds the run id already claimed and counts a duplicate,
@@ -76,11 +92,11 @@ def build_function(client: inngest.Inngest, exporter: Exporter) -> inngest.Funct
     """
 
     @client.create_function(
-        fn_id=FUNCTION_ID,
-        name="Record cancellation",
-        trigger=[inngest.TriggerEvent(event=name) for name in TRIGGER_EVENTS],
+        fn_id=fn_id,
+        name=name,
+        trigger=[inngest.TriggerEvent(event=event) for event in events],
     )
-    def record_cancellation(ctx: inngest.ContextSync) -> dict[str, int]:
+    def record(ctx: inngest.ContextSync) -> dict[str, int]:
         try:
             parsed = parse_event(
                 _as_raw_event(ctx.event), signal_names=exporter.config.signal_names, now_ms=int(time.time() * 1000)
@@ -96,7 +112,7 @@ def build_function(client: inngest.Inngest, exporter: Exporter) -> inngest.Funct
             exporter.health.events_received.labels(INGRESS, "unavailable").inc()
             raise
 
-    return record_cancellation
+    return record
 
 
 def _refuse_stale_signature(exporter: Exporter) -> tuple[Response, int] | None:
@@ -139,7 +155,7 @@ def register(app: Flask, exporter: Exporter) -> None:
     inngest.flask.serve(
         app,
         client,
-        [build_function(client, exporter)],
+        build_functions(client, exporter),
         # an unsigned PUT would make the SDK register this app at the URL of the
         # request's Host header: only signed syncs (or dev mode) may do that
         enable_unauthed_sync=False,

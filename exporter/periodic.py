@@ -10,12 +10,16 @@ log = logging.getLogger(__name__)
 
 
 class PeriodicTask:
-    """Calls `action` every `interval` seconds on a daemon thread; an exception is logged, never fatal."""
+    """Calls `action` every `interval` seconds on a daemon thread; an exception is logged, never fatal.
 
-    def __init__(self, name: str, interval: float, action: Callable[[], object]) -> None:
+    With `run_first`, the first call happens at start rather than after one interval.
+    """
+
+    def __init__(self, name: str, interval: float, action: Callable[[], object], *, run_first: bool = False) -> None:
         self._name = name
         self._interval = interval
         self._action = action
+        self._run_first = run_first
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
@@ -28,8 +32,13 @@ class PeriodicTask:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        if self._run_first:
+            self._run_once()
         while not self._stopping.wait(self._interval):
-            try:
-                self._action()
-            except Exception:
-                log.exception("%s failed; retrying in %.0fs", self._name, self._interval)
+            self._run_once()
+
+    def _run_once(self) -> None:
+        try:
+            self._action()
+        except Exception:
+            log.exception("%s failed; retrying in %.0fs", self._name, self._interval)

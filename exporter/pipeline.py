@@ -1,26 +1,37 @@
-"""The one path every event takes, whatever its ingress: dedupe → classify → sinks.
+"""The one path every event takes, whatever its ingress: dedupe → classify → (hold) → sinks.
 
 Ingress modules parse and authenticate; this module decides, in one state
 transaction per request, which runs are new, what caused each, and what the
-durable sinks must remember. Live sinks are told only after that transaction
-commits, so nothing is counted that was not recorded.
+durable sinks must remember. A run with no evidence yet is held for a grace
+period (`exporter.pending`) and emitted by `release_due` once it ends. Live
+sinks are told only after the transaction commits, so nothing is counted that
+was not recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from exporter.classify import SourceClassifier
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
-from exporter.records import Cancellation, Classified, Ignored, IngestSummary, ParsedEvent, Signal
+from exporter.pending import PendingStore
+from exporter.records import Cancellation, Classified, Ignored, IngestSummary, ParsedEvent, Signal, Source
 from exporter.signals import SignalStore
 from exporter.sinks import DurableSink, LiveSink
 from exporter.state import StateDB
 
 log = logging.getLogger(__name__)
+
+RELEASE_BATCH = 500
+"""Most held cancellations emitted per transaction, so a backlog never holds the state lock for long."""
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Pipeline:
@@ -32,48 +43,82 @@ class Pipeline:
         state: StateDB,
         dedupe: Dedupe,
         signals: SignalStore,
+        pending: PendingStore,
         classifier: SourceClassifier,
         durable_sinks: Sequence[DurableSink],
         live_sinks: Sequence[LiveSink],
         health: HealthMetrics,
+        grace_ms: int,
+        now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self._state = state
         self._dedupe = dedupe
         self._signals = signals
+        self._pending = pending
         self._classifier = classifier
         self._durable = tuple(durable_sinks)
         self._live = tuple(live_sinks)
         self._health = health
+        self._grace_ms = grace_ms
+        self._now_ms = now_ms
 
     def ingest(self, events: Sequence[ParsedEvent], ingress: str) -> IngestSummary:
         """Record `events` atomically; raises StateUnavailable (nothing recorded) when state cannot be written."""
         summary = IngestSummary()
-        now_ms = int(time.time() * 1000)
+        now_ms = self._now_ms()
         with self._state.transaction() as tx:
             for event in events:
                 if isinstance(event, Cancellation):
                     if not self._dedupe.claim(tx, event.run_id, now_ms):
                         summary.duplicates += 1
                         continue
-                    item = Classified(event, self._classifier.classify(tx, event))
-                    for sink in self._durable:
-                        sink.stage(tx, item)
-                    summary.classified.append(item)
                     summary.accepted += 1
+                    source = self._classifier.classify(tx, event, final=False)
+                    if source is None:
+                        self._pending.hold(tx, event, now_ms + self._grace_ms)
+                        summary.pending += 1
+                    else:
+                        summary.classified.append(self._stage(tx, event, source))
                 elif isinstance(event, Signal):
                     self._signals.record(tx, event)
                     summary.signals += 1
                 else:
                     assert isinstance(event, Ignored)
                     summary.ignored += 1
-        for item in summary.classified:
+        self._emit(summary.classified)
+        self._count(ingress, summary)
+        return summary
+
+    def release_due(self) -> int:
+        """Emit the held cancellations whose grace period has ended, with their final source; how many."""
+        with self._state.transaction() as tx:
+            released = [
+                self._stage(tx, held, self._final_source(tx, held))
+                for held in self._pending.due(tx, self._now_ms(), RELEASE_BATCH)
+            ]
+            for item in released:
+                self._pending.release(tx, item.cancellation.run_id)
+        self._emit(released)
+        return len(released)
+
+    def _final_source(self, tx: sqlite3.Connection, cancellation: Cancellation) -> Source:
+        source = self._classifier.classify(tx, cancellation, final=True)
+        assert source is not None
+        return source
+
+    def _stage(self, tx: sqlite3.Connection, cancellation: Cancellation, source: Source) -> Classified:
+        item = Classified(cancellation, source)
+        for sink in self._durable:
+            sink.stage(tx, item)
+        return item
+
+    def _emit(self, items: list[Classified]) -> None:
+        for item in items:
             for sink in self._live:
                 try:
                     sink.emit(item)
                 except Exception:  # a live sink's failure must not undo a recorded cancellation
                     log.exception("sink %s failed for run %s", type(sink).__name__, item.cancellation.run_id)
-        self._count(ingress, summary)
-        return summary
 
     def _count(self, ingress: str, summary: IngestSummary) -> None:
         for outcome, count in (

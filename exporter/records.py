@@ -95,9 +95,11 @@ class IngestSummary:
     """What happened to a request's events; the JSON answer of `POST /events`."""
 
     accepted: int = 0
+    """New runs: emitted now, or held for late evidence (`pending`)."""
     duplicates: int = 0
     ignored: int = 0
     signals: int = 0
+    pending: int = 0
     classified: list[Classified] = field(default_factory=list)
 
     def as_json(self) -> dict[str, int]:
@@ -106,4 +108,5 @@ class IngestSummary:
             "duplicates": self.duplicates,
             "ignored": self.ignored,
             "signals": self.signals,
+            "pending": self.pending,
         }

@@ -2,8 +2,10 @@
 
 For each function of the config it plays the cancellations its evidence can
 explain: cancel signals that satisfy a `cancel_on` rule (sent first, as Inngest
-would see them), runs that hit their start or finish timeout, and runs
-cancelled for no visible reason (`unknown`).
+would see them), runs that hit their start or finish timeout, bulk cancellations
+(published on a small stand-in for Inngest's REST API, which the exporter polls
+when `INNGEST_API_BASE_URL` points at it), runs cancelled by hand (`manual`, by
+elimination), and runs of a function the config does not describe (`unknown`).
 """
 
 from __future__ import annotations
@@ -11,28 +13,33 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
 import ulid
 
 from exporter import signature
-from exporter.config import CancelOn, Config
+from exporter.config import CancelOn, Config, FunctionConfig
 from exporter.parsing import CANCELLED
 from exporter.records import Source
 
 _EQUALITY = re.compile(r"^\s*async\.data\.(\w+)\s*==\s*event\.data\.(\w+)\s*$")
+UNDESCRIBED_FUNCTION = "legacy-app-nightly-cleanup"
+"""A function the config does not describe: nothing can explain its cancellations."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Plan:
-    """One simulated cancellation: which events to send, and the source they should yield."""
+    """One simulated cancellation: the bulk windows to publish, the events to send, the source they should yield."""
 
     source: Source
     events: list[dict[str, Any]]
+    windows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _signal_fields(rule: CancelOn) -> tuple[str, str] | None:
@@ -43,10 +50,62 @@ def _signal_fields(rule: CancelOn) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def _iso(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s)) + f".{int(epoch_s * 1000) % 1000:03d}Z"
+
+
+class BulkApi:
+    """A stand-in for `GET /v1/cancellations`, serving the bulk windows the simulation created."""
+
+    def __init__(self, port: int) -> None:
+        self.windows: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/v1/cancellations":
+                    self.send_error(404)
+                    return
+                with lock:
+                    body = json.dumps({"data": api.windows}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the exporter's metrics show the polls."""
+
+        self._lock = lock
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, name="simulated-inngest-api", daemon=True).start()
+
+    def publish(self, windows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.windows.extend(windows)
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 class Simulator:
     """Plans and sends simulated traffic to a running exporter's `POST /events`."""
 
-    def __init__(self, url: str, config: Config, *, signing_key: str | None, token: str | None, seed: int | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        config: Config,
+        *,
+        signing_key: str | None,
+        token: str | None,
+        seed: int | None,
+        bulk_api: BulkApi | None = None,
+    ) -> None:
         if not config.functions:
             raise ValueError("the config declares no functions to simulate")
         self._url = url.rstrip("/") + "/events"
@@ -55,6 +114,8 @@ class Simulator:
         self._token = token
         self._random = random.Random(seed)
         self._session = requests.Session()
+        polled = config.bulk_cancellations is not None and config.bulk_cancellations.enabled
+        self._bulk_api = bulk_api if polled else None
 
     def _cancellation(self, function_id: str, age: float, trigger_data: dict[str, Any], now: float) -> dict[str, Any]:
         scheduled = now - age
@@ -77,37 +138,60 @@ class Simulator:
             },
         }
 
-    def plan(self, now: float) -> Plan:
-        """A random cancellation of a random configured function, with the evidence for its source."""
-        function_id = self._random.choice(sorted(self._config.functions))
-        fn = self._config.functions[function_id]
-        choices: list[Source] = [Source.UNKNOWN]
-        if fn.timeouts.finish or fn.timeouts.start:
-            choices += [Source.TIMEOUT] * 2
-        usable_rules = [rule for rule in fn.cancel_on if _signal_fields(rule) is not None]
-        if usable_rules:
-            choices += [Source.EVENT] * 3
-        source = self._random.choice(choices)
-        ref = str(ulid.ULID())
-        if source is Source.TIMEOUT:
-            age = fn.timeouts.finish if fn.timeouts.finish else fn.timeouts.start
-            assert age is not None
-            return Plan(source, [self._cancellation(function_id, age + self._random.uniform(0, 0.5), {"ref": ref}, now)])
+    def _quiet_age(self, fn: FunctionConfig) -> float:
+        """An age no timeout explains: below the finish timeout, away from the start timeout."""
         ceiling = min(x for x in (fn.timeouts.finish, fn.timeouts.start, 3600.0) if x) * 0.8
         age = self._random.uniform(min(2.0, ceiling / 2), ceiling)
         if fn.timeouts.start and abs(age - fn.timeouts.start) < 10:
             age = fn.timeouts.start + 10
+        return age
+
+    def plan(self, now: float) -> Plan:
+        """A random cancellation of a random function, with the evidence for its source."""
+        function_id = self._random.choice([*sorted(self._config.functions), UNDESCRIBED_FUNCTION])
+        ref = str(ulid.ULID())
+        if function_id == UNDESCRIBED_FUNCTION:
+            return Plan(Source.UNKNOWN, [self._cancellation(function_id, self._random.uniform(5, 600), {"ref": ref}, now)])
+        fn = self._config.functions[function_id]
+        usable_rules = [rule for rule in fn.cancel_on if _signal_fields(rule) is not None]
+        choices = [Source.MANUAL if self._bulk_api else Source.UNKNOWN]
+        if fn.timeouts.finish or fn.timeouts.start:
+            choices += [Source.TIMEOUT] * 2
+        if usable_rules:
+            choices += [Source.EVENT] * 3
+        if self._bulk_api:
+            choices += [Source.BULK] * 2
+        source = self._random.choice(choices)
+        if source is Source.TIMEOUT:
+            age = fn.timeouts.finish or fn.timeouts.start
+            assert age is not None
+            return Plan(source, [self._cancellation(function_id, age + self._random.uniform(0, 0.5), {"ref": ref}, now)])
+        age = self._quiet_age(fn)
         if source is Source.EVENT:
             rule = self._random.choice(usable_rules)
             fields = _signal_fields(rule)
             assert fields is not None
             signal_key, trigger_key = fields
-            cancellation = self._cancellation(function_id, age, {trigger_key: ref}, now)
-            signal = {"name": rule.event, "id": str(ulid.ULID()), "ts": int((now - age / 2) * 1000), "data": {signal_key: ref}}
-            if rule.timeout is not None:
-                signal["ts"] = int((now - age + min(rule.timeout, age) / 2) * 1000)
-            return Plan(source, [signal, cancellation])
-        return Plan(Source.UNKNOWN, [self._cancellation(function_id, age, {"ref": ref}, now)])
+            within = min(rule.timeout, age) if rule.timeout is not None else age
+            signal = {
+                "name": rule.event,
+                "id": str(ulid.ULID()),
+                "ts": int((now - age + within / 2) * 1000),
+                "data": {signal_key: ref},
+            }
+            return Plan(source, [signal, self._cancellation(function_id, age, {trigger_key: ref}, now)])
+        cancellation = self._cancellation(function_id, age, {"ref": ref}, now)
+        if source is Source.BULK:
+            scheduled = now - age
+            window = {
+                "id": str(ulid.ULID()),
+                "function_id": function_id,
+                "started_after": _iso(scheduled - 1),
+                "started_before": _iso(scheduled + 1),
+                "if": f"event.data.ref == '{ref}'",
+            }
+            return Plan(source, [cancellation], [window])
+        return Plan(source, [cancellation])
 
     def send(self, event: dict[str, Any]) -> None:
         body = json.dumps(event).encode("utf-8")
@@ -127,6 +211,8 @@ class Simulator:
         next_at = time.monotonic()
         for _ in range(count):
             plan = self.plan(time.time())
+            if plan.windows and self._bulk_api is not None:
+                self._bulk_api.publish(plan.windows)
             for event in plan.events:
                 self.send(event)
             totals[plan.source.value] += 1

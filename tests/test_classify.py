@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from exporter.bulk import BulkWindow, BulkWindowStore
 from exporter.classify import EvidenceClassifier
 from exporter.config import parse_config
 from exporter.records import Cancellation, Signal, Source
@@ -43,14 +44,37 @@ def cancellation(function_id: str, age_s: float, import_id: str = "i-1") -> Canc
     )
 
 
-def classify(state: StateDB, item: Cancellation, signals: list[tuple[str, float, dict[str, Any]]] = [], config: dict[str, Any] = CONFIG) -> tuple[Source, list[str]]:
+def classify(
+    state: StateDB,
+    item: Cancellation,
+    signals: list[tuple[str, float, dict[str, Any]]] = [],
+    config: dict[str, Any] = CONFIG,
+    *,
+    bulk: list[BulkWindow] | None = None,
+    polled_at_s: float | None = None,
+    final: bool = True,
+) -> tuple[Source | None, list[str]]:
+    """Classify `item` given signals (name, seconds after scheduling, data) and, when polling is on, bulk windows."""
     errors: list[str] = []
     store = SignalStore(state, max_entries=1000, max_age_seconds=86400 * 30)
-    classifier = EvidenceClassifier(parse_config(config, "test"), store, errors.append)
+    windows = None
+    if bulk is not None:
+        windows = BulkWindowStore(state, retention_seconds=86400)
+        if polled_at_s is not None:
+            windows.record(bulk, SCHEDULED + int(polled_at_s * 1000))
+    classifier = EvidenceClassifier(parse_config(config, "test"), store, windows, errors.append)
     with state.transaction() as tx:
         for name, offset_s, data in signals:
             store.record(tx, Signal(name, SCHEDULED + int(offset_s * 1000), {"name": name, "data": data}))
-        return classifier.classify(tx, item), errors
+        return classifier.classify(tx, item, final=final), errors
+
+
+def window(function_id: str = "app-import", after_s: float = -10, before_s: float = 10, expression: str | None = None, app_id: str | None = None) -> BulkWindow:
+    return BulkWindow(
+        id=f"w-{app_id}-{function_id}-{after_s}-{before_s}-{expression}", function_id=function_id, app_id=app_id,
+        started_after_ms=SCHEDULED + int(after_s * 1000), started_before_ms=SCHEDULED + int(before_s * 1000),
+        expression=expression,
+    )
 
 
 def test_unconfigured_function_is_unknown(state: StateDB) -> None:
@@ -93,3 +117,43 @@ def test_failing_expression_is_no_match_and_reported(state: StateDB) -> None:
     item = Cancellation(**{**{f: getattr(item, f) for f in item.__dataclass_fields__}, "trigger": {"data": {}}})
     source, errors = classify(state, item, [("import/cancelled", 300, {"importId": "i-1"})])
     assert source is Source.UNKNOWN and errors == ["app-import"]
+
+
+def test_no_evidence_yet_is_undecided_while_evidence_can_still_arrive(state: StateDB) -> None:
+    assert classify(state, cancellation("app-import", 600), final=False)[0] is None
+    # nothing can explain an unconfigured function's run later when bulk polling is off
+    assert classify(state, cancellation("other-fn", 600), final=False)[0] is Source.UNKNOWN
+    assert classify(state, cancellation("other-fn", 600), bulk=[], polled_at_s=0, final=False)[0] is None
+
+
+@pytest.mark.parametrize(
+    ("bulk_window", "expected"),
+    [
+        (window("other-fn", 0, 0), Source.BULK),  # edges inclusive
+        (window("other-fn", 0.001, 10), Source.UNKNOWN),  # one millisecond outside
+        (window("fn", app_id="other"), Source.BULK),  # bare function id with app_id beside it
+        (window("another-fn"), Source.UNKNOWN),
+    ],
+)
+def test_bulk_window_covering_the_scheduled_time_means_bulk(state: StateDB, bulk_window: BulkWindow, expected: Source) -> None:
+    assert classify(state, cancellation("other-fn", 600), bulk=[bulk_window], polled_at_s=700)[0] is expected
+
+
+@pytest.mark.parametrize(("import_id", "expected"), [("i-7", Source.BULK), ("i-8", Source.MANUAL)])
+def test_bulk_expression_must_hold_for_the_trigger(state: StateDB, import_id: str, expected: Source) -> None:
+    bulk_window = window("app-plain", expression=f"event.data.importId == '{import_id}'")
+    item = cancellation("app-plain", 60, import_id="i-7")
+    assert classify(state, item, bulk=[bulk_window], polled_at_s=100)[0] is expected
+
+
+def test_manual_only_by_elimination_with_a_poll_since_the_cancellation(state: StateDB) -> None:
+    item = cancellation("app-import", 600)
+    assert classify(state, item, bulk=[], polled_at_s=601)[0] is Source.MANUAL
+    assert classify(state, item, bulk=[], polled_at_s=599)[0] is Source.UNKNOWN  # no poll since: bulk not ruled out
+    assert classify(state, item, bulk=[], polled_at_s=None)[0] is Source.UNKNOWN  # never polled
+    assert classify(state, item)[0] is Source.UNKNOWN  # bulk polling off
+    assert classify(state, cancellation("other-fn", 600), bulk=[], polled_at_s=601)[0] is Source.UNKNOWN  # undeclared
+
+
+def test_bulk_and_timeout_together_are_not_claimed(state: StateDB) -> None:
+    assert classify(state, cancellation("app-import", 7300), bulk=[window()], polled_at_s=8000)[0] is Source.UNKNOWN

@@ -16,6 +16,7 @@ import requests
 import ulid
 
 from tests.conftest import ServeProcess
+from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.otlp_receiver import OtlpHttpReceiver
 from tests.support.payloads import INGEST_TOKEN, SIGNING_KEY, fixture_event
@@ -49,7 +50,15 @@ def sinks_env(datadog: RecordingServer, collector: OtlpHttpReceiver) -> dict[str
 def test_a_cancellation_from_inngest_reaches_every_sink_once(
     serve: Callable[..., ServeProcess], datadog: RecordingServer, collector: OtlpHttpReceiver
 ) -> None:
-    proc = serve("--config", "examples/config.yaml", **sinks_env(datadog, collector))
+    with FakeInngestApi(SIGNING_KEY) as inngest_api:  # polled: no bulk cancellation, so `manual` by elimination
+        proc = serve(
+            "--config", "examples/config.yaml", INNGEST_API_BASE_URL=inngest_api.url, EXPORTER_ATTRIBUTION_GRACE="1s",
+            **sinks_env(datadog, collector),
+        )
+        run_and_check_every_sink(proc, datadog, collector)
+
+
+def run_and_check_every_sink(proc: ServeProcess, datadog: RecordingServer, collector: OtlpHttpReceiver) -> None:
     driver = InngestDriver(proc.url, SIGNING_KEY)
     function = driver.sync().function_for("inngest/function.cancelled")
     event = fixture_event("seed-cancelled-export.json")
@@ -59,13 +68,13 @@ def test_a_cancellation_from_inngest_reaches_every_sink_once(
     (span,) = collector.wait_for_spans(1)
     assert span.span.name == "inngest.function.cancelled"
     assert span.span.trace_id == int(ulid.ULID.from_str(RUN_ID)).to_bytes(16, "big")
-    assert span.attributes["inngest.cancellation.source"] == "unknown"
+    assert span.attributes["inngest.cancellation.source"] == "manual"
     assert span.attributes["inngest.run.age_seconds"] == pytest.approx(7.448)
     assert span.resource["service.name"] == "inngest-cancellation-exporter"
 
     (request,) = datadog.wait_for(1)
     assert request.headers["DD-API-KEY"] == "dd-test-key"
-    assert {"function_id:demo-app-export", "cancellation_source:unknown", "run_age:under_1m", "environment:demo"} <= set(
+    assert {"function_id:demo-app-export", "cancellation_source:manual", "run_age:under_1m", "environment:demo"} <= set(
         request.json["tags"]
     )
     assert RUN_ID in request.json["text"] and "integrations/export.requested" in request.json["text"]

@@ -47,7 +47,7 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 def test_cancellation_is_counted_once_with_its_age_and_constant_labels(client: FlaskClient) -> None:
     response = post(client, cancelled())
     assert response.status_code == 200
-    assert response.get_json() == {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0}
+    assert response.get_json() == {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}
     assert post(client, cancelled()).get_json()["duplicates"] == 1
     twin = cancelled()
     twin["name"] = "inngest/function.finished"
@@ -63,7 +63,7 @@ def test_cancellation_is_counted_once_with_its_age_and_constant_labels(client: F
 
 def test_batch_counts_each_run_and_ignores_other_events(client: FlaskClient) -> None:
     batch = [cancelled(f"run-{i}") for i in range(3)] + [{"name": "app/user.created", "data": {}}, cancelled("run-0")]
-    assert post(client, batch).get_json() == {"accepted": 3, "duplicates": 1, "ignored": 1, "signals": 0}
+    assert post(client, batch).get_json() == {"accepted": 3, "duplicates": 1, "ignored": 1, "signals": 0, "pending": 0}
 
 
 def test_invalid_event_in_a_batch_is_named_and_nothing_is_recorded(client: FlaskClient) -> None:

@@ -17,7 +17,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from exporter.app import create_app
 from exporter.config import Config
-from exporter.ingress_inngest import APP_ID, build_function
+from exporter.ingress_inngest import APP_ID, build_functions
 from exporter.parsing import CANCELLED
 from exporter.settings import load_settings
 from exporter.state import StateUnavailable
@@ -119,7 +119,7 @@ def test_fixture_cancellation_is_counted_once_however_often_inngest_delivers_it(
     driver = InngestDriver(server.url, SIGNING_KEY)
     function = driver.sync().function_for(CANCELLED)
     first = driver.invoke(function, cancelled())
-    assert (first.status, first.body, first.requests) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0}, 1)
+    assert (first.status, first.body, first.requests) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}, 1)
     assert cancellations(server) == 1.0
     redelivered = driver.invoke(function, cancelled())  # a new run of our function, the same event
     assert redelivered.run_id != first.run_id
@@ -207,7 +207,7 @@ def test_production_without_a_signing_key_says_what_is_missing(make_app: Callabl
 def test_function_body_records_through_the_pipeline(make_app: Callable[..., Flask]) -> None:
     exporter = make_app().extensions["exporter"]
     client = mocked.Inngest(app_id=APP_ID, is_production=False)
-    function = build_function(client, exporter)
+    function = build_functions(client, exporter)[0]
     event = inngest.Event(**cancelled())
     outputs = [mocked.trigger(function, event, client).output for _ in range(2)]
     assert [output["accepted"] for output in outputs] == [1, 0]

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServeProcess
+from tests.conftest import ServeProcess, free_port
 from tests.support.payloads import INGEST_TOKEN, REPO, fixture_event
+from tests.support.waiting import eventually
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
 CANCELLATIONS = "inngest_function_cancellations_total"
@@ -36,7 +38,7 @@ def test_redelivery_after_a_restart_is_recognised(serve: Callable[..., ServeProc
     assert first.stop() == 0
     second = serve(state_dir=first.state_dir)
     assert send(second, fixture_event("seed-cancelled-export.json")).json() == {
-        "accepted": 0, "duplicates": 1, "ignored": 0, "signals": 0,
+        "accepted": 0, "duplicates": 1, "ignored": 0, "signals": 0, "pending": 0,
     }
     assert second.metric(CANCELLATIONS) is None  # counted once, by the first process
 
@@ -102,22 +104,24 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"error: {tmp_path / 'bad.yaml'}: labels: 'source' is reserved by the exporter's own series"
 
 
-def test_simulate_shows_five_functions_and_three_sources(serve: Callable[..., ServeProcess]) -> None:
-    proc = serve("--config", "examples/config.yaml")
+def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., ServeProcess], tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"  # the example, polling its bulk cancellations every second
+    config.write_text((REPO / "examples" / "config.yaml").read_text().replace("poll_interval: 10s", "poll_interval: 1s"))
+    api_port = free_port()
+    proc = serve(
+        "--config", str(config), INNGEST_API_BASE_URL=f"http://127.0.0.1:{api_port}", EXPORTER_ATTRIBUTION_GRACE="3s"
+    )
     result = run_cli(
-        "simulate", "--url", proc.url, "--rate", "500", "--count", "120", "--seed", "7",
-        env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
+        "simulate", "--url", proc.url, "--rate", "200", "--count", "150", "--seed", "7", "--config", str(config),
+        "--api-port", str(api_port), env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
     )
     assert result.returncode == 0, result.stderr
+    eventually(lambda: proc.metric("inngest_cancellation_exporter_pending_classifications") == 0.0)
     text = requests.get(f"{proc.url}/metrics", timeout=5).text
-    from prometheus_client.parser import text_string_to_metric_families
-
-    series = [
-        s for f in text_string_to_metric_families(text) for s in f.samples if s.name == CANCELLATIONS
-    ]
-    assert sum(s.value for s in series) == 120
+    series = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == CANCELLATIONS]
+    assert sum(s.value for s in series) == 150
     assert len({s.labels["function_id"] for s in series}) >= 5
-    assert {s.labels["source"] for s in series} >= {"event", "timeout", "unknown"}
+    assert {s.labels["source"] for s in series} == {"event", "timeout", "bulk", "manual", "unknown"}
     # what simulate intended is what the exporter inferred
     intended = dict(part.split(": ") for part in result.stdout.strip().removeprefix("sent ").split(", "))
     inferred: dict[str, float] = {}

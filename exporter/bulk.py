@@ -1,0 +1,339 @@
+"""Bulk cancellations: the REST API's list, polled and kept as evidence for attribution.
+
+Inngest's `function.cancelled` event does not say that a bulk cancellation ended
+the run, but `GET /v1/cancellations` lists each bulk cancellation's function, time
+range and `if` expression. The poller copies that list into the state database,
+where the classifier looks up, inside the ingest transaction, the windows that
+cover a run. Windows outlive their place in the list for a retention period,
+because a finished bulk cancellation may be dropped from it while its
+`function.cancelled` events are still arriving.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+import requests
+
+from exporter import expressions
+
+from exporter.health import HealthMetrics
+from exporter.periodic import PeriodicTask
+from exporter.settings import Settings
+from exporter.state import StateDB
+
+log = logging.getLogger(__name__)
+
+LIST_PATH = "/v1/cancellations"
+PAGE_LIMIT = 100
+"""Items asked for per page (`?limit=`)."""
+MAX_PAGES = 20
+"""Pages followed in one poll; a longer list (or a cursor loop) fails the poll rather than be read in part."""
+MAX_WINDOWS = 100_000
+"""Windows kept at most, the least recently listed forgotten first: bounds the state file."""
+_CURSOR_KEYS = ("cursor", "next_cursor")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_WINDOW_COLUMNS = "id, function_id, app_id, started_after_ms, started_before_ms, expression"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bulk_windows (
+    id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    app_id TEXT,
+    slug TEXT,
+    started_after_ms INTEGER NOT NULL,
+    started_before_ms INTEGER NOT NULL,
+    expression TEXT,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bulk_windows_by_function ON bulk_windows (function_id, started_after_ms);
+CREATE INDEX IF NOT EXISTS bulk_windows_by_slug ON bulk_windows (slug, started_after_ms);
+CREATE INDEX IF NOT EXISTS bulk_windows_by_last_seen ON bulk_windows (last_seen_ms);
+CREATE TABLE IF NOT EXISTS bulk_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class BulkWindow:
+    """One bulk cancellation: runs of the function scheduled in [started_after, started_before] whose trigger matches `expression`."""
+
+    id: str
+    function_id: str
+    """The bare function id (with `app_id` beside it) or the full `<app-id>-<function-id>` slug."""
+    app_id: str | None
+    started_after_ms: int
+    started_before_ms: int
+    expression: str | None
+    """CEL on the run's triggering `event`; None cancels every run in the range."""
+
+    @property
+    def slug(self) -> str | None:
+        """The full slug when the app is known, as `data.function_id` spells it in the event."""
+        return f"{self.app_id}-{self.function_id}" if self.app_id else None
+
+    def applies_to(self, function_slug: str) -> bool:
+        """Whether this window is for the function with `function_slug`, whichever form the API used."""
+        return function_slug in (self.function_id, self.slug)
+
+
+class _Unusable(ValueError):
+    """One field of one listed cancellation that the exporter cannot use."""
+
+
+def parse_cancellations(body: Any) -> tuple[list[BulkWindow], list[str]]:
+    """The usable windows of a list body, and one problem line per unusable item.
+
+    One odd item must not hide the others' evidence, so it is reported and skipped;
+    a body of neither known shape (array, or object with a `data` array) raises ValueError.
+    """
+    items = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise ValueError('expected a JSON array or an object with a "data" array')
+    windows: list[BulkWindow] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            windows.append(_window(item))
+        except _Unusable as err:
+            ident = item.get("id") if isinstance(item, dict) else None
+            where = f"cancellation {ident!r}" if isinstance(ident, str) and ident else f"cancellation [{index}]"
+            problems.append(f"{where}: {err}")
+    return windows, problems
+
+
+def _window(item: Any) -> BulkWindow:
+    if not isinstance(item, dict):
+        raise _Unusable("expected an object")
+    window = BulkWindow(
+        id=_required(item, "id"),
+        function_id=_required(item, "function_id"),
+        app_id=_optional(item, "app_id"),
+        started_after_ms=_timestamp_ms(item, "started_after"),
+        started_before_ms=_timestamp_ms(item, "started_before"),
+        expression=_expression(_optional(item, "if")),
+    )
+    if window.started_after_ms > window.started_before_ms:
+        raise _Unusable("started_after is later than started_before")
+    return window
+
+
+def _optional(item: Mapping[str, Any], key: str) -> str | None:
+    """A string field; absent, null or empty is None."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Unusable(f"{key}: expected a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # the state database could not store it
+        raise _Unusable(f"{key}: not valid Unicode (lone surrogate escape)") from None
+    return value or None
+
+
+def _required(item: Mapping[str, Any], key: str) -> str:
+    value = _optional(item, key)
+    if value is None:
+        raise _Unusable(f"{key}: missing")
+    return value
+
+
+def _timestamp_ms(item: Mapping[str, Any], key: str) -> int:
+    text = _required(item, key)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Unusable(f"{key}: {text!r} is not an RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        raise _Unusable(f"{key}: {text!r} has no time zone")
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _expression(expression: str | None) -> str | None:
+    """The `if` expression, once it is known to compile: one that cannot would fail every lookup."""
+    if expression is not None:
+        try:
+            expressions.check(expression)
+        except ValueError as err:
+            raise _Unusable(f"if: {err}") from None
+    return expression
+
+
+class BulkWindowStore:
+    """Polled bulk windows and the time of the last successful poll, under the state database."""
+
+    def __init__(self, state: StateDB, *, retention_seconds: float) -> None:
+        self._state = state
+        self._retention_ms = int(retention_seconds * 1000)
+        state.ensure_schema(_SCHEMA)
+
+    def record(self, windows: Iterable[BulkWindow], seen_at_ms: int) -> None:
+        """Store a successful poll's list at once: its windows (first seen kept) and the poll's time."""
+        with self._state.transaction() as tx:
+            tx.executemany(
+                f"INSERT INTO bulk_windows ({_WINDOW_COLUMNS}, slug, first_seen_ms, last_seen_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET function_id = excluded.function_id, app_id = excluded.app_id,"
+                " slug = excluded.slug, started_after_ms = excluded.started_after_ms,"
+                " started_before_ms = excluded.started_before_ms, expression = excluded.expression,"
+                " last_seen_ms = excluded.last_seen_ms",
+                [
+                    (w.id, w.function_id, w.app_id, w.started_after_ms, w.started_before_ms, w.expression, w.slug, seen_at_ms, seen_at_ms)
+                    for w in windows
+                ],
+            )
+            tx.execute(
+                "INSERT INTO bulk_meta VALUES ('last_success_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (seen_at_ms,),
+            )
+
+    def covering(self, tx: sqlite3.Connection, function_slug: str, scheduled_at_ms: int) -> list[BulkWindow]:
+        """Windows for `function_slug` (either form) whose range contains `scheduled_at_ms`, edges included."""
+        rows = tx.execute(
+            f"SELECT {_WINDOW_COLUMNS} FROM bulk_windows"
+            " WHERE (function_id = ?1 OR slug = ?1) AND started_after_ms <= ?2 AND started_before_ms >= ?2"
+            " ORDER BY id",
+            (function_slug, scheduled_at_ms),
+        )
+        return [BulkWindow(*row) for row in rows.fetchall()]
+
+    def last_success_ms(self, tx: sqlite3.Connection) -> int | None:
+        """When the list was last read in full; None when never (in this state directory)."""
+        row = tx.execute("SELECT value FROM bulk_meta WHERE key = 'last_success_ms'").fetchone()
+        return None if row is None else int(row[0])
+
+    def prune(self, now_ms: int) -> int:
+        """Forget windows not listed for the retention period.
+
+        A window on the last successful poll's list is kept however long polling
+        then fails: an outage of the API must not erase the evidence it gave.
+        """
+        with self._state.reading() as conn:
+            last_success = self.last_success_ms(conn)
+        if last_success is None:
+            return 0
+        return self._state.prune(
+            "bulk_windows", "id", "last_seen_ms",
+            older_than_ms=min(now_ms - self._retention_ms, last_success), max_rows=MAX_WINDOWS,
+        )
+
+    def size(self) -> int:
+        with self._state.reading() as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM bulk_windows").fetchone()
+        return int(count)
+
+
+class _PollFailed(Exception):
+    """A poll that read nothing usable; the message says why, without the key."""
+
+
+class BulkPoller:
+    """Reads the bulk cancellation list every `interval` seconds into a `BulkWindowStore`.
+
+    A failed poll is logged and counted, never raised: the evidence already stored
+    just grows older, and the classifier stops concluding `manual` until a poll succeeds.
+    """
+
+    def __init__(
+        self, store: BulkWindowStore, settings: Settings, *, interval: float, health: HealthMetrics, timeout: float = 10.0
+    ) -> None:
+        self._store = store
+        self._url = settings.api_base_url.rstrip("/") + LIST_PATH
+        self._keys = [key for key in (settings.signing_key, settings.signing_key_fallback) if key]
+        self._timeout = timeout
+        self._health = health
+        self._reported: set[str] = set()
+        # polled at once: evidence is wanted before the first cancellations arrive
+        self._task = PeriodicTask("bulk-poller", interval, self.poll_once, run_first=True)
+        health.gauge_from("bulk_windows", "Bulk cancellation windows kept as attribution evidence.", store.size)
+
+    def start(self) -> None:
+        self._task.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop within about `timeout`; a request still hanging is abandoned on its daemon thread."""
+        self._task.stop(timeout)
+
+    def poll_once(self) -> bool:
+        """Read the whole list and store it; False (logged and counted as an error) when that failed."""
+        started_ms = int(time.time() * 1000)  # before the request: a later cancellation may be missing from the answer
+        try:
+            windows, problems = self._read_all()
+            self._store.record(windows, started_ms)
+        except Exception as err:  # never raise: a failed poll only leaves the evidence older
+            log.warning("bulk cancellations: polling GET %s failed: %s", self._url, self._redacted(str(err)))
+            self._health.bulk_polls.labels("error").inc()
+            return False
+        for problem in sorted(set(problems) - self._reported):
+            log.warning("bulk cancellations: skipping %s", problem)
+        self._reported = set(problems)  # the last poll's only: bounded, and a problem that comes back is told again
+        self._health.bulk_polls.labels("ok").inc()
+        self._health.last_bulk_poll.set(started_ms / 1000)
+        return True
+
+    def _read_all(self) -> tuple[list[BulkWindow], list[str]]:
+        """The windows and problems of every page; ValueError or _PollFailed when the list cannot be read whole."""
+        windows: list[BulkWindow] = []
+        problems: list[str] = []
+        params = {"limit": str(PAGE_LIMIT)}
+        for _ in range(MAX_PAGES):
+            body = self._get(params)
+            page_windows, page_problems = parse_cancellations(body)
+            windows += page_windows
+            problems += page_problems
+            cursor = _next_cursor(body)
+            if cursor is None:
+                return windows, problems
+            params = {"limit": str(PAGE_LIMIT), "cursor": cursor}
+        raise _PollFailed(f"the list goes on past {MAX_PAGES} pages; not read in part")
+
+    def _get(self, params: Mapping[str, str]) -> Any:
+        """One page as JSON, asked with the signing key, and once more with the fallback key after a 401."""
+        keys = self._keys or [None]
+        response = self._request(params, keys[0])
+        if response.status_code == 401 and len(keys) > 1:
+            response = self._request(params, keys[1])
+        if not 200 <= response.status_code < 300:
+            raise _PollFailed(f"answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise _PollFailed(f"answer is not JSON (Content-Type {response.headers.get('Content-Type')!r})") from None
+
+    def _request(self, params: Mapping[str, str], key: str | None) -> requests.Response:
+        headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+        try:
+            return requests.get(self._url, params=params, headers=headers, timeout=self._timeout)
+        except requests.Timeout:
+            raise _PollFailed(f"no answer within {self._timeout:g}s") from None
+        except requests.RequestException as err:
+            raise _PollFailed(f"request failed: {err}") from None
+
+    def _redacted(self, message: str) -> str:
+        """`message` with any signing key masked, as is or escaped (requests quotes a refused header): never log a key."""
+        for key in self._keys:
+            for form in (key, repr(key)[1:-1]):
+                message = message.replace(form, "<signing key>")
+        return message
+
+
+def _next_cursor(body: Any) -> str | None:
+    """The next page's cursor, at the top level or under `metadata`; None on the last page (and for an array)."""
+    if not isinstance(body, dict):
+        return None
+    metadata = body.get("metadata")
+    for holder in (body, metadata if isinstance(metadata, dict) else {}):
+        for key in _CURSOR_KEYS:
+            cursor = holder.get(key)
+            if isinstance(cursor, str) and cursor:
+                return cursor
+    return None

@@ -1,0 +1,327 @@
+"""Bulk cancellations: parsing the REST API's list, keeping its windows, and polling it like Inngest serves it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.bulk import MAX_PAGES, BulkPoller, BulkWindow, BulkWindowStore, parse_cancellations
+from exporter.health import PREFIX, HealthMetrics
+from exporter.settings import load_settings
+from exporter.state import StateDB
+from tests.support.fake_inngest_api import CURSOR_PLACES, FakeInngestApi, Mode, query
+from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, fixture_event
+
+AFTER_MS = 1705861392000
+"""The fixture's started_after, 2024-01-21T18:23:12.000Z."""
+BEFORE_MS = 1705933362130
+"""The fixture's started_before, 2024-01-22T14:22:42.130Z."""
+RETENTION_S = 3600
+HOUR_MS = 3_600_000
+
+
+def listed(**changes: Any) -> dict[str, Any]:
+    """The documented cancellation object, with `changes` (None removes a key)."""
+    item = {**fixture_event("bulk-cancellation-response.json"), **changes}
+    return {key: value for key, value in item.items() if value is not None}
+
+
+def window(ident: str = "w1", function_id: str = "schedule-reminder", app_id: str | None = None) -> BulkWindow:
+    return BulkWindow(ident, function_id, app_id, AFTER_MS, BEFORE_MS, None)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateDB]:
+    db = StateDB(tmp_path)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def store(state: StateDB) -> BulkWindowStore:
+    return BulkWindowStore(state, retention_seconds=RETENTION_S)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["array", "data"])
+def test_parses_the_documented_object_in_either_shape(shape: str) -> None:
+    items = [listed()]
+    windows, problems = parse_cancellations(items if shape == "array" else {"data": items, "metadata": {}})
+    assert problems == []
+    assert windows == [
+        BulkWindow(
+            id="01HMRMPE5ZQ4AMNJ3S2N79QGRZ", function_id="schedule-reminder", app_id=None,
+            started_after_ms=AFTER_MS, started_before_ms=BEFORE_MS,
+            expression="event.data.userId == 'user_o9235hf84hf'",
+        )
+    ]
+
+
+def test_function_id_may_be_bare_beside_app_id_or_the_full_slug() -> None:
+    (bare, slug), _ = parse_cancellations(
+        [listed(id="a", app_id="acme-app"), listed(id="b", function_id="acme-app-schedule-reminder")]
+    )
+    assert bare.applies_to("acme-app-schedule-reminder") and slug.applies_to("acme-app-schedule-reminder")
+    assert not bare.applies_to("other-app-schedule-reminder")
+    assert not slug.applies_to("schedule-reminder")
+
+
+def test_other_timestamp_forms_and_an_empty_if() -> None:
+    (item,), _ = parse_cancellations(
+        [listed(started_after="2024-01-21T19:23:12+01:00", started_before="2024-01-22T14:22:42.130000001Z", **{"if": ""})]
+    )
+    assert (item.started_after_ms, item.started_before_ms, item.expression) == (AFTER_MS, BEFORE_MS, None)
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ("not an object", "cancellation [0]: expected an object"),
+        (listed(id=""), "cancellation [0]: id: missing"),
+        (listed(function_id=None), "function_id: missing"),
+        (listed(app_id=42), "app_id: expected a string"),
+        (listed(app_id="\ud800"), "app_id: not valid Unicode"),
+        (listed(started_after="yesterday"), "started_after: 'yesterday' is not an RFC 3339 timestamp"),
+        (listed(started_before="2024-01-22T14:22:42"), "started_before: '2024-01-22T14:22:42' has no time zone"),
+        (listed(started_after="2024-01-23T00:00:00Z"), "started_after is later than started_before"),
+        (listed(**{"if": "event.data.userId =="}), "if: invalid CEL expression"),
+    ],
+)
+def test_unusable_items_are_reported_and_skipped(bad: Any, problem: str) -> None:
+    windows, problems = parse_cancellations([bad, listed(id="good")])
+    assert [w.id for w in windows] == ["good"]
+    assert len(problems) == 1 and problem in problems[0]
+    if isinstance(bad, dict) and bad.get("id"):
+        assert problems[0].startswith("cancellation '01HMRMPE5ZQ4AMNJ3S2N79QGRZ': ")
+
+
+@pytest.mark.parametrize("body", [{"items": []}, {"data": {}}, "text", None, 3])
+def test_a_body_of_neither_shape_is_an_error(body: Any) -> None:
+    with pytest.raises(ValueError, match="JSON array or an object with a \"data\" array"):
+        parse_cancellations(body)
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+def covering_ids(state: StateDB, store: BulkWindowStore, slug: str, at_ms: int) -> list[str]:
+    with state.reading() as conn:
+        return [w.id for w in store.covering(conn, slug, at_ms)]
+
+
+def test_window_edges_are_inclusive(state: StateDB, store: BulkWindowStore) -> None:
+    store.record([window()], BEFORE_MS)
+    for at_ms, expected in [(AFTER_MS - 1, []), (AFTER_MS, ["w1"]), (BEFORE_MS, ["w1"]), (BEFORE_MS + 1, [])]:
+        assert covering_ids(state, store, "schedule-reminder", at_ms) == expected
+
+
+def test_covering_matches_either_function_id_form(state: StateDB, store: BulkWindowStore) -> None:
+    store.record(
+        [window("bare", app_id="acme-app"), window("slug", "acme-app-schedule-reminder"), window("other", "other-fn")],
+        BEFORE_MS,
+    )
+    assert covering_ids(state, store, "acme-app-schedule-reminder", AFTER_MS) == ["bare", "slug"]
+    assert covering_ids(state, store, "other-app-schedule-reminder", AFTER_MS) == []
+
+
+def test_covering_filters_in_sql_with_an_index(state: StateDB, store: BulkWindowStore) -> None:
+    statements: list[str] = []
+    with state.reading() as conn:
+        conn.set_trace_callback(statements.append)
+        store.covering(conn, "acme-app-schedule-reminder", AFTER_MS)
+        conn.set_trace_callback(None)
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statements[-1]))
+    assert "bulk_windows_by_function" in plan and "bulk_windows_by_slug" in plan, plan
+
+
+def test_a_record_updates_a_window_it_already_holds(state: StateDB, store: BulkWindowStore) -> None:
+    store.record([window()], BEFORE_MS)
+    store.record([BulkWindow("w1", "schedule-reminder", None, AFTER_MS, AFTER_MS, "true")], BEFORE_MS + 1)
+    with state.reading() as conn:
+        assert store.covering(conn, "schedule-reminder", AFTER_MS)[0].expression == "true"
+    assert covering_ids(state, store, "schedule-reminder", BEFORE_MS) == []
+    assert store.size() == 1
+
+
+def test_a_vanished_window_is_kept_until_retention_has_passed(state: StateDB, store: BulkWindowStore) -> None:
+    seen = BEFORE_MS
+    store.record([window()], seen)
+    store.record([], seen + HOUR_MS // 2)  # finished and dropped from the list
+    assert store.prune(seen + RETENTION_S * 1000) == 0
+    assert covering_ids(state, store, "schedule-reminder", AFTER_MS) == ["w1"]
+    assert store.prune(seen + RETENTION_S * 1000 + 1) == 1
+    assert store.size() == 0
+
+
+def test_a_window_still_listed_survives_a_long_api_outage(store: BulkWindowStore) -> None:
+    store.record([window()], BEFORE_MS)
+    assert store.prune(BEFORE_MS + 100 * RETENTION_S * 1000) == 0
+    assert store.size() == 1
+
+
+def test_last_success_survives_a_restart(tmp_path: Path) -> None:
+    state = StateDB(tmp_path)
+    store = BulkWindowStore(state, retention_seconds=RETENTION_S)
+    with state.reading() as conn:
+        assert store.last_success_ms(conn) is None
+    store.record([], BEFORE_MS)
+    state.close()
+
+    reopened = StateDB(tmp_path)
+    with reopened.reading() as conn:
+        assert BulkWindowStore(reopened, retention_seconds=RETENTION_S).last_success_ms(conn) == BEFORE_MS
+    reopened.close()
+
+
+# --- the poller, against a stand-in for Inngest's REST API -------------------------------------
+
+
+class Polling:
+    """A poller wired to `api` on a fresh registry, with what a test looks at."""
+
+    def __init__(
+        self, api: FakeInngestApi, store: BulkWindowStore, fallback: str | None = None, timeout: float = 2.0, interval: float = 60
+    ) -> None:
+        env = {"INNGEST_API_BASE_URL": api.url + "/", "INNGEST_SIGNING_KEY": SIGNING_KEY}
+        if fallback:
+            env["INNGEST_SIGNING_KEY_FALLBACK"] = fallback
+        self.registry = CollectorRegistry()
+        self.store = store
+        self.poller = BulkPoller(store, load_settings(env), interval=interval, health=HealthMetrics(self.registry), timeout=timeout)
+
+    def polls(self, outcome: str) -> float:
+        return self.registry.get_sample_value(f"{PREFIX}_bulk_polls_total", {"outcome": outcome}) or 0.0
+
+    def metric(self, name: str) -> float | None:
+        return self.registry.get_sample_value(f"{PREFIX}_{name}")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeInngestApi]:
+    with FakeInngestApi(SIGNING_KEY) as server:
+        server.cancellations = [listed()]
+        yield server
+
+
+@pytest.mark.parametrize("shape", ["array", "data"])
+def test_a_poll_sends_the_signing_key_and_records_the_list(api: FakeInngestApi, store: BulkWindowStore, shape: str) -> None:
+    api.shape = shape
+    polling = Polling(api, store)
+    before = time.time()
+    assert polling.poller.poll_once() is True
+    (request,) = api.requests
+    assert (request.method, request.path) == ("GET", "/v1/cancellations?limit=100")
+    assert request.headers.get_all("Authorization") == [f"Bearer {SIGNING_KEY}"]
+    assert store.size() == 1 and polling.metric("bulk_windows") == 1
+    assert polling.polls("ok") == 1 and polling.polls("error") == 0
+    assert before - 1 <= (polling.metric("bulk_last_success_timestamp_seconds") or 0) <= time.time()
+
+
+def test_the_fallback_key_is_tried_after_a_401(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    api.keys = {FALLBACK_KEY}
+    assert Polling(api, store, fallback=FALLBACK_KEY).poller.poll_once() is True
+    assert [r.headers["Authorization"] for r in api.requests] == [f"Bearer {SIGNING_KEY}", f"Bearer {FALLBACK_KEY}"]
+    assert store.size() == 1
+
+
+@pytest.mark.parametrize("place", CURSOR_PLACES)
+def test_pages_are_followed_by_their_cursor(api: FakeInngestApi, store: BulkWindowStore, place: str) -> None:
+    api.cancellations = [listed(id=f"w{n}") for n in range(250)]
+    api.page_size, api.cursor_place = 100, place
+    assert Polling(api, store).poller.poll_once() is True
+    assert [query(r).get("cursor") for r in api.requests] == [None, "page-100", "page-200"]
+    assert all(query(r)["limit"] == "100" for r in api.requests)
+    assert store.size() == 250
+
+
+def test_a_list_longer_than_the_page_bound_fails_the_poll(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    api.cancellations = [listed(id=f"w{n}") for n in range(MAX_PAGES + 1)]
+    api.page_size = 1
+    polling = Polling(api, store)
+    assert polling.poller.poll_once() is False
+    assert len(api.requests) == MAX_PAGES and store.size() == 0 and polling.polls("error") == 1
+
+
+@pytest.mark.parametrize(
+    "mode, fallback, reason",
+    [
+        (Mode.ERROR, None, "answered HTTP 500"),
+        (Mode.NOT_JSON, None, "answer is not JSON"),
+        (Mode.WRONG_SHAPE, None, "expected a JSON array"),
+        (Mode.HANG, None, "no answer within 0.3s"),
+        (Mode.LIST, "signkey-test-refused", "answered HTTP 401"),  # both keys refused
+    ],
+)
+def test_a_failed_poll_is_logged_and_counted_never_raised(
+    api: FakeInngestApi, state: StateDB, store: BulkWindowStore, caplog: pytest.LogCaptureFixture, mode: Mode, fallback: str | None, reason: str
+) -> None:
+    api.mode = mode
+    if fallback:
+        api.keys = {"signkey-test-accepted"}
+    polling = Polling(api, store, fallback=fallback, timeout=0.3)
+    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+        assert polling.poller.poll_once() is False
+    assert reason in caplog.text and f"{api.url}/v1/cancellations" in caplog.text
+    assert SIGNING_KEY not in caplog.text and (fallback is None or fallback not in caplog.text)
+    assert polling.polls("error") == 1 and polling.polls("ok") == 0
+    assert polling.metric("bulk_last_success_timestamp_seconds") == 0
+    with state.reading() as conn:
+        assert store.last_success_ms(conn) is None
+
+
+def test_an_unreachable_api_is_a_failed_poll(store: BulkWindowStore, caplog: pytest.LogCaptureFixture) -> None:
+    with FakeInngestApi(SIGNING_KEY) as gone:
+        polling = Polling(gone, store)
+    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+        assert polling.poller.poll_once() is False
+    assert "request failed" in caplog.text and SIGNING_KEY not in caplog.text
+    assert polling.polls("error") == 1
+
+
+def test_a_key_in_an_error_message_is_masked(store: BulkWindowStore, caplog: pytest.LogCaptureFixture) -> None:
+    # requests names a header value it refuses (here, a key with a line break) in its error
+    with FakeInngestApi() as server:
+        env = {"INNGEST_API_BASE_URL": server.url, "INNGEST_SIGNING_KEY": "signkey-test-abc\n"}
+        poller = BulkPoller(store, load_settings(env), interval=60, health=HealthMetrics(CollectorRegistry()))
+        with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+            assert poller.poll_once() is False
+    assert "signkey-test-abc" not in caplog.text and "<signing key>" in caplog.text
+
+
+def test_unusable_items_are_logged_once_and_the_rest_recorded(
+    api: FakeInngestApi, store: BulkWindowStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.cancellations = [listed(id="bad", started_after="soon"), listed(id="good")]
+    poller = Polling(api, store).poller
+    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+        assert poller.poll_once() is True
+        assert poller.poll_once() is True
+    assert caplog.text.count("cancellation 'bad': started_after") == 1
+    assert store.size() == 1
+
+
+def test_start_polls_at_once_and_stop_returns_while_the_api_hangs(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    api.mode = Mode.HANG
+    polling = Polling(api, store, timeout=30)
+    began = time.monotonic()
+    polling.poller.start()
+    api.wait_for(1, timeout=5)
+    assert api.requests[0].at - began < 2  # not after the 60s interval
+    stopping = time.monotonic()
+    polling.poller.stop(timeout=0.5)
+    assert time.monotonic() - stopping < 1.5
+
+
+def test_after_the_first_poll_the_next_come_every_interval(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    polling = Polling(api, store, interval=0.1)
+    polling.poller.start()
+    api.wait_for(3, timeout=5)
+    polling.poller.stop(timeout=2)
+    assert polling.polls("ok") >= 3
