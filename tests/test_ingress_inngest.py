@@ -243,3 +243,27 @@ def test_development_mode_runs_unsigned_invocations(exporter_server: Callable[..
     function = SyncedFunction(FUNCTION_ID, [CANCELLED], f"{server.url}/api/inngest?fnId={FUNCTION_ID}&stepId=step")
     assert InngestDriver(server.url, None).invoke(function, cancelled()).status == 200
     assert cancellations(server) == 1.0
+
+
+def test_cancel_signals_arrive_through_inngest_and_explain_the_cancellation(
+    exporter_server: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    signals = [f"export/cancelled-{i}" for i in range(11)] + ["integrations/export.cancelled"]
+    rules = ", ".join(f'{{event: "{name}", if: "async.data.userId == event.data.userId"}}' for name in signals)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"functions:\n  demo-app-export:\n    cancel_on: [{rules}]\n")
+    server = exporter_server("--config", str(config))
+    driver = InngestDriver(server.url, SIGNING_KEY)
+    app = driver.sync()
+    # twelve signals: more than Inngest's ten triggers per function, so they are split
+    assert sorted(len(function.triggers) for function in app.functions) == [1, 2, 10]
+    run = cancelled()
+    signal_event = {
+        "name": "integrations/export.cancelled",
+        "id": "01JDJKH0000000000000000000",
+        "ts": run["ts"] - 1000,
+        "data": {"userId": run["data"]["event"]["data"]["userId"]},
+    }
+    assert driver.invoke(app.function_for("integrations/export.cancelled"), signal_event).body["signals"] == 1
+    assert driver.invoke(app.function_for(CANCELLED), run).status == 200
+    assert server.metric("inngest_function_cancellations_total", {"function_id": "demo-app-export", "source": "event"}) == 1.0
