@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 import requests
+import ulid
 
 from exporter import expressions
 
@@ -80,9 +81,23 @@ class BulkWindow:
         """The full slug when the app is known, as `data.function_id` spells it in the event."""
         return f"{self.app_id}-{self.function_id}" if self.app_id else None
 
+    @property
+    def created_at_ms(self) -> int | None:
+        """When the bulk cancellation was created: its id is a ULID (None when it is not)."""
+        try:
+            return ulid.ULID.from_str(self.id).milliseconds if len(self.id) == 26 else None
+        except ValueError:
+            return None
+
     def applies_to(self, function_slug: str) -> bool:
-        """Whether this window is for the function with `function_slug`, whichever form the API used."""
-        return function_slug in (self.function_id, self.slug)
+        """Whether this window is for the function with `function_slug`, whichever form the API used.
+
+        A bare function id with no `app_id` (as in Inngest's documented response) names the
+        function within its app: it applies to every slug ending in `-<function_id>`.
+        """
+        if function_slug in (self.function_id, self.slug):
+            return True
+        return self.app_id is None and function_slug.endswith(f"-{self.function_id}")
 
 
 class _Unusable(ValueError):
@@ -197,12 +212,20 @@ class BulkWindowStore:
             )
 
     def covering(self, tx: sqlite3.Connection, function_slug: str, scheduled_at_ms: int) -> list[BulkWindow]:
-        """Windows for `function_slug` (either form) whose range contains `scheduled_at_ms`, edges included."""
+        """Windows for `function_slug` (any form, see `BulkWindow.applies_to`) whose range contains `scheduled_at_ms`.
+
+        A bare id without `app_id` may be any `-`-separated suffix of the slug; those are
+        passed as a list so that every form is looked up through an index.
+        """
+        parts = function_slug.split("-")
+        suffixes = ["-".join(parts[i:]) for i in range(1, len(parts))]
+        placeholders = ",".join("?" * len(suffixes))
+        bare = f" OR (app_id IS NULL AND function_id IN ({placeholders}))" if suffixes else ""
         rows = tx.execute(
             f"SELECT {_WINDOW_COLUMNS} FROM bulk_windows"
-            " WHERE (function_id = ?1 OR slug = ?1) AND started_after_ms <= ?2 AND started_before_ms >= ?2"
+            f" WHERE (function_id = ? OR slug = ?{bare}) AND started_after_ms <= ? AND started_before_ms >= ?"
             " ORDER BY id",
-            (function_slug, scheduled_at_ms),
+            (function_slug, function_slug, *suffixes, scheduled_at_ms, scheduled_at_ms),
         )
         return [BulkWindow(*row) for row in rows.fetchall()]
 

@@ -13,9 +13,14 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
   the list since the cancellation, and the run's times are known;
 - `unknown`: anything else, including evidence for two sources at once.
 
-A run with no evidence yet is *undecided*: evidence may still arrive (signals and
-bulk windows are delivered asynchronously), so the pipeline holds it for a grace
-period and asks again with `final=True`.
+A run is *undecided* while evidence that would change its answer can still
+arrive (signals and bulk windows are delivered asynchronously): a cancel signal,
+for a function with `cancel_on` rules not yet explained by one; a bulk window,
+while bulk polling has not read the list since the cancellation. The pipeline
+holds it for a grace period and asks again with `final=True`, when the evidence
+then seen decides. A bulk cancellation created after the run was cancelled (its
+id is a ULID) is not its cause; a signal search cut short by a storm of signals
+proves no absence, so it never leads to `manual`.
 """
 
 from __future__ import annotations
@@ -84,21 +89,38 @@ class EvidenceClassifier:
         age = cancellation.age_seconds
         if fn is not None and age is not None and _timed_out(fn, age):
             found.add(Source.TIMEOUT)
-        if self._signalled(tx, cancellation):
+        signalled, signals_inconclusive = self._signalled(tx, cancellation)
+        if signalled:
             found.add(Source.EVENT)
         if self._bulk_cancelled(tx, cancellation):
             found.add(Source.BULK)
-        if len(found) == 1:
-            return found.pop()
-        if found:
+        if len(found) > 1:
             return Source.UNKNOWN  # evidence for two sources: neither is claimed
-        if not final and self._may_get_evidence(fn):
+        if not final and self._evidence_may_still_arrive(tx, cancellation, fn, found):
             return None
-        return Source.MANUAL if self._manual_by_elimination(tx, cancellation, fn) else Source.UNKNOWN
+        if found:
+            return found.pop()
+        if not signals_inconclusive and self._manual_by_elimination(tx, cancellation, fn):
+            return Source.MANUAL
+        return Source.UNKNOWN
 
-    def _may_get_evidence(self, fn: FunctionConfig | None) -> bool:
-        """Whether evidence for this function can still arrive: a bulk window, or one of its cancel signals."""
-        return self._bulk is not None or (fn is not None and bool(fn.cancel_on))
+    def _evidence_may_still_arrive(
+        self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None, found: set[Source]
+    ) -> bool:
+        """Whether a cancel signal or a bulk window that would change the answer can still be delivered."""
+        late_signal = fn is not None and bool(fn.cancel_on) and Source.EVENT not in found
+        late_bulk = self._bulk is not None and Source.BULK not in found and not self._polled_since(tx, cancellation)
+        return late_signal or late_bulk
+
+    def _polled_since(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
+        """Whether the bulk list was read at or after the cancellation, so it shows any bulk cancellation behind it."""
+        assert self._bulk is not None
+        last_poll = self._bulk.last_success_ms(tx)
+        return last_poll is not None and last_poll >= self._cancelled_at_ms(cancellation)
+
+    @staticmethod
+    def _cancelled_at_ms(cancellation: Cancellation) -> int:
+        return cancellation.cancelled_at_ms or cancellation.received_at_ms
 
     def _manual_by_elimination(self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None) -> bool:
         """True only when every other source is ruled out by evidence that would have been seen."""
@@ -108,9 +130,7 @@ class EvidenceClassifier:
             return False
         if fn.cancel_on and (cancellation.cancelled_at_ms is None or self._run_start_ms(cancellation) is None):
             return False
-        last_poll = self._bulk.last_success_ms(tx)
-        cancelled_at = cancellation.cancelled_at_ms or cancellation.received_at_ms
-        return last_poll is not None and last_poll >= cancelled_at
+        return self._polled_since(tx, cancellation)
 
     @staticmethod
     def _run_start_ms(cancellation: Cancellation) -> int | None:
@@ -124,25 +144,32 @@ class EvidenceClassifier:
             self._on_expression_error(function_id)
             return False
 
-    def _signalled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
+    def _signalled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> tuple[bool, bool]:
+        """(a matching signal was found, the search was cut short by a signal storm and proves no absence)."""
         rules = self._rules.get(cancellation.function_id, [])
         started = self._run_start_ms(cancellation)
         ended = cancellation.cancelled_at_ms
         if not rules or started is None or ended is None:
-            return False
+            return False, False
         trigger = cancellation.trigger or {}
+        inconclusive = False
         for rule in rules:
             latest = ended if rule.timeout_ms is None else min(ended, started + rule.timeout_ms)
-            for signal in self._signals.between(tx, rule.event, started, latest):
+            candidates, truncated = self._signals.between(tx, rule.event, started, latest)
+            inconclusive |= truncated
+            for signal in candidates:
                 if self._evaluates(rule.expression, {"event": trigger, "async": signal}, cancellation.function_id):
-                    return True
-        return False
+                    return True, False
+        return False, inconclusive
 
     def _bulk_cancelled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
+        """A bulk cancellation covers the run, and was created before the run was cancelled (else it is not the cause)."""
         if self._bulk is None or cancellation.scheduled_at_ms is None:
             return False
         trigger = cancellation.trigger or {}
+        cancelled_at = self._cancelled_at_ms(cancellation)
         return any(
-            self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
+            (window.created_at_ms is None or window.created_at_ms <= cancelled_at)
+            and self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
             for window in self._bulk.covering(tx, cancellation.function_id, cancellation.scheduled_at_ms)
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from exporter.records import Signal
 from exporter.state import StateDB
@@ -41,14 +41,14 @@ class SignalStore:
             (signal.name, signal.ts_ms, json.dumps(signal.event, separators=(",", ":"))),
         )
 
-    def between(self, tx: sqlite3.Connection, name: str, start_ms: int, end_ms: int) -> Iterator[Mapping[str, Any]]:
-        """Signals named `name` with `start_ms <= ts <= end_ms`, newest first, at most MAX_CANDIDATES."""
+    def between(self, tx: sqlite3.Connection, name: str, start_ms: int, end_ms: int) -> tuple[list[Mapping[str, Any]], bool]:
+        """Signals named `name` with `start_ms <= ts <= end_ms`, newest first, at most MAX_CANDIDATES;
+        and whether more were left out (then a missing match proves nothing)."""
         rows = tx.execute(
             "SELECT event FROM signals WHERE name = ? AND ts_ms BETWEEN ? AND ? ORDER BY ts_ms DESC LIMIT ?",
-            (name, start_ms, end_ms, MAX_CANDIDATES),
-        )
-        for (event,) in rows.fetchall():
-            yield json.loads(event)
+            (name, start_ms, end_ms, MAX_CANDIDATES + 1),
+        ).fetchall()
+        return [json.loads(event) for (event,) in rows[:MAX_CANDIDATES]], len(rows) > MAX_CANDIDATES
 
     def prune(self, now_ms: int) -> int:
         """Forget signals past the age bound, then the oldest past the count bound."""

@@ -30,7 +30,6 @@ from tests.support.scenarios import (
     SECOND,
     SYNC,
     WINDOW_AFTER_CANCELLATION,
-    WINDOW_WITHOUT_APP,
     Profile,
     Run,
     ScenarioBuilder,
@@ -40,42 +39,11 @@ from tests.support.scenarios import (
 GENERATED_RUNS = 600
 SEED = 20241125
 
-KNOWN_ISSUES = {
-    CONTRARY_AFTER_DECISION: (
-        "the pipeline decides a run at once when it has evidence for one source, so evidence for a second "
-        "source arriving within the grace period is never weighed (e.g. queued runs bulk-cancelled around "
-        "their start timeout are claimed as `timeout`)"
-    ),
-    WINDOW_AFTER_CANCELLATION: (
-        "a bulk window covering the run counts even when the bulk cancellation was created after the run "
-        "was already cancelled (its id's ULID time, or created_at, shows it could not be the cause)"
-    ),
-    WINDOW_WITHOUT_APP: (
-        "a listed bulk cancellation with a bare function_id and no app_id (as in the documented response, "
-        "../shared/fixtures/bulk-cancellation-response.json) matches no run, and then even lets `manual` be "
-        "concluded for the runs it cancelled"
-    ),
-}
-"""Classifier problems found with these scenarios and reported: runs showing them are left out of the
-generated-run assertions, and each is reproduced by an xfail scenario below (strict: a fix makes it fail,
-as a reminder to remove it from here)."""
-SIGNAL_STORM = (
-    "only the newest MAX_CANDIDATES signals of a name are examined; when they all belong to other runs, "
-    "the matching older one is never seen, and `manual` is concluded by elimination instead of `event`"
-)
-"""Reproduced by a named scenario only: a storm of a thousand signals is too heavy for the generated runs."""
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> list[Verdict]:
     verdicts, problems = judge(generate(SEED, GENERATED_RUNS), tmp_path_factory.mktemp("attribution"))
     assert not problems
     return verdicts
-
-
-def _judged(verdicts: list[Verdict]) -> list[Verdict]:
-    """The runs that show no known issue."""
-    return [v for v in verdicts if not v.run.hazards & KNOWN_ISSUES.keys()]
 
 
 def _report(verdicts: list[Verdict]) -> str:
@@ -88,7 +56,7 @@ def test_every_generated_run_is_emitted_exactly_once(generated: list[Verdict]) -
 
 
 def test_every_generated_run_gets_the_source_its_evidence_supports(generated: list[Verdict]) -> None:
-    wrong = [v for v in _judged(generated) if v.inferred is not v.run.expected]
+    wrong = [v for v in generated if v.inferred is not v.run.expected]
     assert not wrong, _report(wrong)
 
 
@@ -98,7 +66,7 @@ def test_no_generated_run_gets_a_source_other_than_its_true_cause(generated: lis
     Runs with evidence the exporter could not see in time (late, polling off, function
     not in the config) are exempt: no rule can weigh evidence it never receives.
     """
-    wrong = [v for v in _judged(generated) if v.unsupported and EVIDENCE_UNSEEN not in v.run.hazards]
+    wrong = [v for v in generated if v.unsupported and EVIDENCE_UNSEEN not in v.run.hazards]
     assert not wrong, _report(wrong)
 
 
@@ -121,17 +89,15 @@ class Named:
     expect: Source
     place: Callable[[ScenarioBuilder], None]
     settings: dict[str, Any] = field(default_factory=dict)
-    known_issue: str | None = None
-    """Why the pipeline gets it wrong today (reported); such a scenario is an xfail."""
 
 
 NAMED: list[Named] = []
 
 
-def named(name: str, expect: Source, *, known_issue: str | None = None, **settings: Any) -> Callable[[Callable[[ScenarioBuilder], None]], None]:
+def named(name: str, expect: Source, **settings: Any) -> Callable[[Callable[[ScenarioBuilder], None]], None]:
     """Register a hand-labelled scenario; `place` adds one run and its evidence to the builder."""
     def register(place: Callable[[ScenarioBuilder], None]) -> None:
-        NAMED.append(Named(name, expect, place, settings, known_issue))
+        NAMED.append(Named(name, expect, place, settings))
     return register
 
 
@@ -408,25 +374,25 @@ def _(b: ScenarioBuilder) -> None:
     window_over(b, cancelled(b, DIGEST, Source.BULK, MINUTE + 2 * SECOND))
 
 
-@named("start timeout on arrival, bulk window listed within the grace period", Source.UNKNOWN, known_issue=KNOWN_ISSUES[CONTRARY_AFTER_DECISION])
+@named("start timeout on arrival, bulk window listed within the grace period", Source.UNKNOWN)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, DIGEST, Source.BULK, MINUTE + 2 * SECOND)
     window_over(b, run)
     b.outage(run.cancelled_ms - 2 * MINUTE, run.delivered_ms + 10 * SECOND)
 
 
-@named("bulk window created after the run's manual cancellation", Source.MANUAL, known_issue=KNOWN_ISSUES[WINDOW_AFTER_CANCELLATION])
+@named("bulk window created after the run's manual cancellation", Source.MANUAL)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, NOTIFY, Source.MANUAL, 10 * MINUTE)
     window_over(b, run, created_ms=run.cancelled_ms + 5 * SECOND)
 
 
-@named("bulk window listed with a bare function id and no app_id", Source.UNKNOWN, known_issue=KNOWN_ISSUES[WINDOW_WITHOUT_APP])
+@named("bulk window listed with a bare function id and no app_id, as documented", Source.BULK)
 def _(b: ScenarioBuilder) -> None:
     window_over(b, cancelled(b, NOTIFY, Source.BULK, 10 * MINUTE), id_form="bare")
 
 
-@named("more than MAX_CANDIDATES newer signals for other runs hide the matching one", Source.EVENT, known_issue=SIGNAL_STORM)
+@named("more than MAX_CANDIDATES newer signals hide the matching one: unknown, never manual", Source.UNKNOWN)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.EVENT, 30 * MINUTE)
     b.signal(run, run.trigger_ms + MINUTE, delivered_ms=run.trigger_ms + MINUTE)
@@ -437,7 +403,7 @@ def _(b: ScenarioBuilder) -> None:
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(case, id=case.name, marks=[pytest.mark.xfail(strict=True, reason=case.known_issue)] if case.known_issue else [])
+        pytest.param(case, id=case.name)
         for case in NAMED
     ],
 )

@@ -131,6 +131,19 @@ def test_covering_matches_either_function_id_form(state: StateDB, store: BulkWin
     assert covering_ids(state, store, "other-app-schedule-reminder", AFTER_MS) == []
 
 
+def test_a_bare_function_id_without_app_id_names_the_function_in_any_app(state: StateDB, store: BulkWindowStore) -> None:
+    # the documented response (../shared/fixtures/bulk-cancellation-response.json) has no app_id
+    store.record([window("documented"), window("longer", "app-schedule-reminder")], BEFORE_MS)
+    assert covering_ids(state, store, "acme-app-schedule-reminder", AFTER_MS) == ["documented", "longer"]
+    assert covering_ids(state, store, "acme-app-reschedule-reminder", AFTER_MS) == []
+    assert covering_ids(state, store, "schedule-reminder", AFTER_MS) == ["documented"]
+
+
+def test_creation_time_comes_from_the_ulid_id() -> None:
+    assert BulkWindow("01HMRMPE5ZQ4AMNJ3S2N79QGRZ", "f", None, 0, 1, None).created_at_ms == 1705929029823
+    assert BulkWindow("not-a-ulid", "f", None, 0, 1, None).created_at_ms is None
+
+
 def test_covering_filters_in_sql_with_an_index(state: StateDB, store: BulkWindowStore) -> None:
     statements: list[str] = []
     with state.reading() as conn:

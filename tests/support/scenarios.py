@@ -47,6 +47,7 @@ import ulid
 
 from exporter.classify import FINISH_TIMEOUT_TOLERANCE, START_TIMEOUT_TOLERANCE
 from exporter.parsing import CANCELLED, FINISHED
+from exporter.signals import MAX_CANDIDATES
 from exporter.records import Source
 
 SECOND = 1000
@@ -69,8 +70,8 @@ CONTRARY_AFTER_DECISION = "contrary-evidence-after-decision"
 """The run had evidence for one source when its cancellation arrived, and evidence for another within the grace period."""
 WINDOW_AFTER_CANCELLATION = "bulk-window-created-after-cancellation"
 """A bulk window covering the run was created (its id's ULID time) after the run was already cancelled."""
-WINDOW_WITHOUT_APP = "bulk-window-without-app-id"
-"""A bulk window names the function by its bare id with no `app_id`: the run's function, but which app's?"""
+SIGNAL_STORM = "signal-storm"
+"""The matching signal is older than MAX_CANDIDATES newer ones of its name: the search never reaches it."""
 
 ListShape = Literal["array", "data", "mixed"]
 IdForm = Literal["app", "slug", "bare"]
@@ -506,6 +507,16 @@ def _first_at_or_after(times: list[int], at_ms: int, before_ms: int | None = Non
     return times[index]
 
 
+def _hidden_by_storm(run: Run, signal: _Signal, signals: list[_Signal]) -> bool:
+    """Whether more than MAX_CANDIDATES newer signals of the same name, seen by then, push `signal` out of the search."""
+    newer = [
+        other for other in signals
+        if other.event["name"] == signal.event["name"] and other.event["ts"] > signal.event["ts"]
+        and other.event["ts"] <= run.cancelled_ms and other.delivered_ms < run.decided_by_ms
+    ]
+    return len(newer) >= MAX_CANDIDATES
+
+
 def _signal_applies(run: Run, event: dict[str, Any]) -> bool:
     """Whether Inngest would cancel `run` on this event: a rule's name, sent between trigger and cancellation,
     within the rule's timeout, and (for keyed rules) carrying the run's key."""
@@ -533,7 +544,10 @@ def _label(run: Run, signals: list[_Signal], windows: list[_Window], ok_polls: l
     if timed_out:
         seen.append(("timeout", run.delivered_ms if declared else None))
     applying = [s for s in signals if _signal_applies(run, s.event)]
-    seen += [("event", s.delivered_ms if declared else None) for s in applying]
+    storm = [s for s in applying if _hidden_by_storm(run, s, signals)]
+    if storm:
+        hazards.add(SIGNAL_STORM)
+    seen += [("event", s.delivered_ms if declared else None) for s in applying if s not in storm]
     covering = [w for w in windows if w.applies_to(run)]
     for window in covering:
         visible = _first_at_or_after(ok_polls, window.created_ms, window.dropped_ms)
@@ -541,7 +555,7 @@ def _label(run: Run, signals: list[_Signal], windows: list[_Window], ok_polls: l
             if visible is not None and visible < run.decided_by_ms:
                 hazards.add(WINDOW_AFTER_CANCELLATION)
             continue
-        seen.append(("bulk" if window.id_form != "bare" else "bulk, app unknown", visible))
+        seen.append(("bulk", visible))
     _check_cause(run, timed_out, applying, [w for w in covering if w.created_ms <= run.cancelled_ms])
 
     in_time = {what for what, at in seen if at is not None and at < run.decided_by_ms}
@@ -550,16 +564,14 @@ def _label(run: Run, signals: list[_Signal], windows: list[_Window], ok_polls: l
         hazards.add(EVIDENCE_UNSEEN)
     if len(at_delivery) == 1 and len(in_time) > 1:
         hazards.add(CONTRARY_AFTER_DECISION)
-    if "bulk, app unknown" in in_time:
-        hazards.add(WINDOW_WITHOUT_APP)
-        expected = Source.UNKNOWN  # bulk can be neither established nor ruled out
-    elif len(in_time) == 1:
+    if len(in_time) == 1:
         expected = Source(next(iter(in_time)))
     elif in_time:
         expected = Source.UNKNOWN
     else:
         polled_since = _first_at_or_after(ok_polls, run.cancelled_ms, run.decided_by_ms) is not None
-        expected = Source.MANUAL if declared and bulk_polling and polled_since else Source.UNKNOWN
+        # a search cut short by a signal storm proves no absence: never `manual`
+        expected = Source.MANUAL if declared and bulk_polling and polled_since and not storm else Source.UNKNOWN
     assert expected in (run.cause, Source.UNKNOWN) or EVIDENCE_UNSEEN in hazards, (
         f"generator bug: {run.case} run {run.run_id} caused by {run.cause.value} would be labelled {expected.value}"
     )
