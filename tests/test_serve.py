@@ -128,3 +128,17 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
     for s in series:
         inferred[s.labels["source"]] = inferred.get(s.labels["source"], 0) + s.value
     assert {k: int(v) for k, v in inferred.items()} == {k: int(v) for k, v in intended.items()}
+
+
+def test_a_held_cancellation_survives_a_restart_and_is_emitted_once(serve: Callable[..., ServeProcess], tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("functions:\n  demo-app-export:\n    cancel_on: [{event: integrations/export.cancelled}]\n")
+    first = serve("--config", str(config), EXPORTER_ATTRIBUTION_GRACE="3s")
+    assert send(first, fixture_event("seed-cancelled-export.json")).json()["pending"] == 1
+    assert first.metric("inngest_cancellation_exporter_pending_classifications") == 1.0
+    assert first.stop() == 0  # before the grace period ends
+    second = serve("--config", str(config), state_dir=first.state_dir, EXPORTER_ATTRIBUTION_GRACE="3s")
+    eventually(lambda: second.metric(CANCELLATIONS, {"function_id": "demo-app-export"}) == 1.0)
+    assert second.metric(CANCELLATIONS, {"function_id": "demo-app-export", "source": "unknown"}) == 1.0
+    assert second.metric("inngest_cancellation_exporter_pending_classifications") == 0.0
+    assert send(second, fixture_event("seed-cancelled-export.json")).json()["duplicates"] == 1
