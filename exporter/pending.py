@@ -33,7 +33,9 @@ class PendingStore:
         state.ensure_schema(_SCHEMA)
 
     def hold(self, tx: sqlite3.Connection, cancellation: Cancellation, due_at_ms: int) -> None:
-        record = json.dumps(dataclasses.asdict(cancellation), separators=(",", ":"))
+        # shallow on purpose: dataclasses.asdict would deep-copy the trigger event only to serialise it
+        fields = {field.name: getattr(cancellation, field.name) for field in dataclasses.fields(cancellation)}
+        record = json.dumps(fields, separators=(",", ":"))
         tx.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)", (cancellation.run_id, due_at_ms, record))
 
     def due(self, tx: sqlite3.Connection, now_ms: int, limit: int) -> list[Cancellation]:
