@@ -25,7 +25,7 @@ from exporter.settings import Settings
 from exporter.signals import SignalStore
 from exporter.sinks import DurableSink, LiveSink
 from exporter.sinks.datadog_outbox import DatadogOutbox
-from exporter.sinks.datadog_sender import DatadogSender
+from exporter.sinks.datadog_sender import Backoff, DatadogSender
 from exporter.sinks.otel import OtelSink, build_otel_sink
 from exporter.sinks.prometheus import PrometheusSink
 from exporter.state import StateDB
@@ -75,7 +75,13 @@ class Exporter:
         if settings.datadog_enabled:
             outbox = DatadogOutbox(self.state, config.labels)
             durable.append(outbox)
-            self.datadog = DatadogSender(outbox, settings, self.health)
+            self.datadog = DatadogSender(
+                outbox,
+                settings,
+                self.health,
+                request_timeout=settings.datadog_timeout,
+                backoff=Backoff(cap=settings.datadog_max_backoff),
+            )
 
         self.pipeline = Pipeline(
             state=self.state,

@@ -48,6 +48,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("dedupe_max_entries", "EXPORTER_DEDUPE_MAX_ENTRIES", "Run ids remembered for deduplication (oldest forgotten first)."),
     SettingSpec("dedupe_max_age", "EXPORTER_DEDUPE_MAX_AGE", "How long a run id is remembered for deduplication (e.g. 7d)."),
     SettingSpec("datadog_give_up_after", "EXPORTER_DATADOG_GIVE_UP_AFTER", "How long a Datadog event is retried before it is given up (e.g. 24h)."),
+    SettingSpec("datadog_timeout", "EXPORTER_DATADOG_TIMEOUT", "Timeout of one Datadog request (e.g. 10s); a timed-out event is retried."),
+    SettingSpec("datadog_max_backoff", "EXPORTER_DATADOG_MAX_BACKOFF", "Longest wait between Datadog retries while it fails (e.g. 5m)."),
     SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals and bulk windows (e.g. 2m)."),
     SettingSpec("threads", "EXPORTER_THREADS", "Request threads of the single server process.", "--threads"),
     SettingSpec("log_level", "EXPORTER_LOG_LEVEL", "Log level: debug, info, warning, error.", "--log-level"),
@@ -86,6 +88,8 @@ class Settings(BaseModel):
     dedupe_max_entries: int = Field(default=1_000_000, ge=100)
     dedupe_max_age: float = 7 * 86400.0
     datadog_give_up_after: float = 24 * 3600.0
+    datadog_timeout: float = 10.0
+    datadog_max_backoff: float = 300.0
     attribution_grace: float = 120.0
     threads: int = Field(default=8, ge=1, le=256)
     log_level: str = "info"
@@ -95,7 +99,10 @@ class Settings(BaseModel):
     def _dev(cls, value: Any) -> bool:
         return _truthy_dev(value)
 
-    @field_validator("dedupe_max_age", "datadog_give_up_after", "attribution_grace", mode="before")
+    @field_validator(
+        "dedupe_max_age", "datadog_give_up_after", "datadog_timeout", "datadog_max_backoff", "attribution_grace",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value) if isinstance(value, str) else value

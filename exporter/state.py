@@ -4,7 +4,8 @@ Dedupe record, cancel-signal evidence and the Datadog outbox live in one file so
 that recording a run and queueing its Datadog event commit together: a crash
 either keeps both or neither, and a redelivery is then counted exactly once.
 WAL with synchronous=NORMAL survives a killed process (not a power cut) at a
-fraction of the cost of an fsync per request.
+fraction of the cost of an fsync per request. The file is locked exclusively by
+the one process that serves: a second exporter on the same state dir fails to start.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class StateDB:
             self._conn = sqlite3.connect(
                 state_dir / STATE_FILE, check_same_thread=False, isolation_level=None, timeout=10.0
             )
+            # exclusive: the one process that writes the state holds it, and WAL then needs no
+            # shared-memory file, whose mmap would crash the process (SIGBUS) if the disk refused it
+            self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
         except (OSError, sqlite3.Error) as err:

@@ -14,10 +14,50 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 from flask import Flask
+from hypothesis import HealthCheck, settings
 
 from exporter.config import Config, parse_config
 from exporter.settings import load_settings
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
+
+SOAK_ENV = "SOAK"
+"""`SOAK=1` in the environment is the same as `--soak` (for CI jobs that cannot change the command)."""
+SOAK_FACTOR = 20
+"""How many times more examples the `soak` hypothesis profile runs than `ci`."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", default=False,
+        help=f"run the long soak tests (marker `soak`) and fuzz with the `soak` hypothesis profile; also {SOAK_ENV}=1",
+    )
+
+
+def soak_requested(config: pytest.Config) -> bool:
+    return bool(config.getoption("--soak")) or os.environ.get(SOAK_ENV, "") not in ("", "0")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis profiles: `ci` (the default, fast) and `soak` (SOAK_FACTOR times the examples).
+
+    Tests size their runs as multiples of the profile's `max_examples`, so one switch scales them all.
+    No deadline: a request to the real server has no stable duration on a loaded CI machine.
+    """
+    ci = settings(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", ci)
+    settings.register_profile("soak", ci, max_examples=SOAK_FACTOR * ci.max_examples)
+    settings.load_profile("soak" if soak_requested(config) else "ci")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests are skipped, visibly, unless asked for."""
+    if soak_requested(config):
+        return
+    skip = pytest.mark.skip(reason=f"soak test: run with --soak (or {SOAK_ENV}=1)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -53,7 +93,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
 class ServeProcess:
     """The real `inngest-cancellation-exporter serve`, started as users start it."""
 
-    def __init__(self, state_dir: Path, env: dict[str, str], args: list[str]) -> None:
+    def __init__(self, state_dir: Path, env: dict[str, str], args: list[str], log_dir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
@@ -66,13 +106,14 @@ class ServeProcess:
         }
         self._args = args
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = state_dir.parent / f"serve-{self.port}.log"
+        self.log_path = (log_dir or state_dir.parent) / f"serve-{self.port}.log"
 
     def start(self) -> "ServeProcess":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self._args],
             env=self._env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            start_new_session=True,  # its own process group, so `kill` reaches gunicorn's worker too
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -85,6 +126,13 @@ class ServeProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"serve did not become ready:\n{self.log()}")
+
+    def kill(self) -> None:
+        """`kill -9` the master and its worker at once: a crash, with no chance to flush or clean up."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -119,7 +167,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
     def start(*args: str, state_dir: Path | None = None, **env: str) -> ServeProcess:
-        proc = ServeProcess(state_dir or tmp_path / "state", env, list(args)).start()
+        proc = ServeProcess(state_dir or tmp_path / "state", env, list(args), log_dir=tmp_path).start()
         started.append(proc)
         return proc
 

@@ -72,7 +72,10 @@ class RecordingServer:
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        self.acknowledged: list[RecordedRequest] = []
+        """Requests answered 2xx at once: deliveries the client certainly saw succeed."""
         self._script: list[Reply] = []
+        self._outage_until = 0.0
         self._changed = threading.Condition()
         self._closing = threading.Event()
         self._ids = itertools.count(1)
@@ -97,6 +100,11 @@ class RecordingServer:
         with self._changed:
             self._script.extend(replies)
 
+    def outage(self, seconds: float) -> None:
+        """Answer every request with a server error for the next `seconds`, whatever the script says."""
+        with self._changed:
+            self._outage_until = time.monotonic() + seconds
+
     def clear_script(self) -> None:
         """Forget the replies not used yet: from now on, `accepted()`."""
         with self._changed:
@@ -113,6 +121,8 @@ class RecordingServer:
         with self._changed:
             self.requests.append(request)
             self._changed.notify_all()
+            if time.monotonic() < self._outage_until:
+                return server_error()
             return self._script.pop(0) if self._script else accepted()
 
     def _answer_body(self, reply: Reply, request: RecordedRequest) -> dict[str, Any]:
@@ -143,6 +153,10 @@ class RecordingServer:
                 if server._closing.wait(reply.delay):
                     return
                 body = json.dumps(server._answer_body(reply, request)).encode()
+                if 200 <= reply.status < 300 and not reply.delay:
+                    with server._changed:
+                        server.acknowledged.append(request)
+                        server._changed.notify_all()
                 self.answer(reply.status, body, "application/json", reply.headers)
 
         return Handler
