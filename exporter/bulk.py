@@ -12,11 +12,10 @@ because a finished bulk cancellation may be dropped from it while its
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import requests
 import ulid
@@ -184,12 +183,27 @@ def _expression(expression: str | None) -> str | None:
 
 
 class BulkWindowStore:
-    """Polled bulk windows and the time of the last successful poll, under the state database."""
+    """Polled bulk windows and the time of the last successful poll, under the state database.
+
+    The windows are few (bounded by retention) and read for every cancellation, so the
+    store also keeps them in memory, replaced as a whole after each write: the ingest
+    path then asks nothing of SQLite, and readers never see a half-updated list.
+    """
 
     def __init__(self, state: StateDB, *, retention_seconds: float) -> None:
         self._state = state
         self._retention_ms = int(retention_seconds * 1000)
         state.ensure_schema(_SCHEMA)
+        self._windows: tuple[BulkWindow, ...] = ()
+        self._last_success_ms: int | None = None
+        self._reload()
+
+    def _reload(self) -> None:
+        with self._state.reading() as conn:
+            rows = conn.execute(f"SELECT {_WINDOW_COLUMNS} FROM bulk_windows ORDER BY id").fetchall()
+            meta = conn.execute("SELECT value FROM bulk_meta WHERE key = 'last_success_ms'").fetchone()
+        self._windows = tuple(BulkWindow(*row) for row in rows)
+        self._last_success_ms = None if meta is None else int(meta[0])
 
     def record(self, windows: Iterable[BulkWindow], seen_at_ms: int) -> None:
         """Store a successful poll's list at once: its windows (first seen kept) and the poll's time."""
@@ -210,29 +224,18 @@ class BulkWindowStore:
                 "INSERT INTO bulk_meta VALUES ('last_success_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (seen_at_ms,),
             )
+        self._reload()
 
-    def covering(self, tx: sqlite3.Connection, function_slug: str, scheduled_at_ms: int) -> list[BulkWindow]:
-        """Windows for `function_slug` (any form, see `BulkWindow.applies_to`) whose range contains `scheduled_at_ms`.
+    def covering(self, function_slug: str, scheduled_at_ms: int) -> list[BulkWindow]:
+        """Windows for `function_slug` (any form, see `BulkWindow.applies_to`) whose range contains `scheduled_at_ms`."""
+        return [
+            window for window in self._windows
+            if window.started_after_ms <= scheduled_at_ms <= window.started_before_ms and window.applies_to(function_slug)
+        ]
 
-        A bare id without `app_id` may be any `-`-separated suffix of the slug; those are
-        passed as a list so that every form is looked up through an index.
-        """
-        parts = function_slug.split("-")
-        suffixes = ["-".join(parts[i:]) for i in range(1, len(parts))]
-        placeholders = ",".join("?" * len(suffixes))
-        bare = f" OR (app_id IS NULL AND function_id IN ({placeholders}))" if suffixes else ""
-        rows = tx.execute(
-            f"SELECT {_WINDOW_COLUMNS} FROM bulk_windows"
-            f" WHERE (function_id = ? OR slug = ?{bare}) AND started_after_ms <= ? AND started_before_ms >= ?"
-            " ORDER BY id",
-            (function_slug, function_slug, *suffixes, scheduled_at_ms, scheduled_at_ms),
-        )
-        return [BulkWindow(*row) for row in rows.fetchall()]
-
-    def last_success_ms(self, tx: sqlite3.Connection) -> int | None:
+    def last_success_ms(self) -> int | None:
         """When the list was last read in full; None when never (in this state directory)."""
-        row = tx.execute("SELECT value FROM bulk_meta WHERE key = 'last_success_ms'").fetchone()
-        return None if row is None else int(row[0])
+        return self._last_success_ms
 
     def prune(self, now_ms: int) -> int:
         """Forget windows not listed for the retention period.
@@ -240,19 +243,18 @@ class BulkWindowStore:
         A window on the last successful poll's list is kept however long polling
         then fails: an outage of the API must not erase the evidence it gave.
         """
-        with self._state.reading() as conn:
-            last_success = self.last_success_ms(conn)
+        last_success = self._last_success_ms
         if last_success is None:
             return 0
-        return self._state.prune(
+        removed = self._state.prune(
             "bulk_windows", "id", "last_seen_ms",
             older_than_ms=min(now_ms - self._retention_ms, last_success), max_rows=MAX_WINDOWS,
         )
+        self._reload()
+        return removed
 
     def size(self) -> int:
-        with self._state.reading() as conn:
-            (count,) = conn.execute("SELECT COUNT(*) FROM bulk_windows").fetchone()
-        return int(count)
+        return len(self._windows)
 
 
 class _PollFailed(Exception):
@@ -267,9 +269,17 @@ class BulkPoller:
     """
 
     def __init__(
-        self, store: BulkWindowStore, settings: Settings, *, interval: float, health: HealthMetrics, timeout: float = 10.0
+        self,
+        store: BulkWindowStore,
+        settings: Settings,
+        *,
+        interval: float,
+        health: HealthMetrics,
+        timeout: float = 10.0,
+        on_success: Callable[[], object] = lambda: None,
     ) -> None:
         self._store = store
+        self._on_success = on_success
         self._url = settings.api_base_url.rstrip("/") + LIST_PATH
         self._keys = [key for key in (settings.signing_key, settings.signing_key_fallback) if key]
         self._timeout = timeout
@@ -301,6 +311,10 @@ class BulkPoller:
         self._reported = set(problems)  # the last poll's only: bounded, and a problem that comes back is told again
         self._health.bulk_polls.labels("ok").inc()
         self._health.last_bulk_poll.set(started_ms / 1000)
+        try:
+            self._on_success()  # runs held only for this poll can go now
+        except Exception:
+            log.exception("releasing cancellations after a bulk poll failed; they are released when due")
         return True
 
     def _read_all(self) -> tuple[list[BulkWindow], list[str]]:

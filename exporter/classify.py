@@ -115,7 +115,7 @@ class EvidenceClassifier:
     def _polled_since(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
         """Whether the bulk list was read at or after the cancellation, so it shows any bulk cancellation behind it."""
         assert self._bulk is not None
-        last_poll = self._bulk.last_success_ms(tx)
+        last_poll = self._bulk.last_success_ms()
         return last_poll is not None and last_poll >= self._cancelled_at_ms(cancellation)
 
     @staticmethod
@@ -171,5 +171,5 @@ class EvidenceClassifier:
         return any(
             (window.created_at_ms is None or window.created_at_ms <= cancelled_at)
             and self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
-            for window in self._bulk.covering(tx, cancellation.function_id, cancellation.scheduled_at_ms)
+            for window in self._bulk.covering(cancellation.function_id, cancellation.scheduled_at_ms)
         )

@@ -60,7 +60,6 @@ class Exporter:
         self.bulk_poller: BulkPoller | None = None
         if bulk is not None and bulk.enabled:
             self.bulk_windows = BulkWindowStore(self.state, retention_seconds=bulk.retention)
-            self.bulk_poller = BulkPoller(self.bulk_windows, settings, interval=bulk.poll_interval, health=self.health)
 
         live: list[LiveSink] = [
             PrometheusSink(
@@ -99,6 +98,14 @@ class Exporter:
             health=self.health,
             grace_ms=int(settings.attribution_grace * 1000),
         )
+        if bulk is not None and self.bulk_windows is not None:
+            self.bulk_poller = BulkPoller(
+                self.bulk_windows,
+                settings,
+                interval=bulk.poll_interval,
+                health=self.health,
+                on_success=self.pipeline.release_settled,
+            )
         self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
         self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)
         self.started = False

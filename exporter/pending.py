@@ -45,6 +45,15 @@ class PendingStore:
         ).fetchall()
         return [Cancellation(**json.loads(record)) for (record,) in rows]
 
+    def after(self, tx: sqlite3.Connection, key: tuple[int, str], limit: int) -> list[tuple[tuple[int, str], Cancellation]]:
+        """Held cancellations after `key` (due time, run id) in that order: pages through all of them."""
+        rows = tx.execute(
+            "SELECT due_at_ms, run_id, record FROM pending WHERE (due_at_ms, run_id) > (?, ?)"
+            " ORDER BY due_at_ms, run_id LIMIT ?",
+            (*key, limit),
+        ).fetchall()
+        return [((due, run_id), Cancellation(**json.loads(record))) for due, run_id, record in rows]
+
     def release(self, tx: sqlite3.Connection, run_id: str) -> None:
         tx.execute("DELETE FROM pending WHERE run_id = ?", (run_id,))
 

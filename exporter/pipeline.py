@@ -101,6 +101,26 @@ class Pipeline:
         self._emit(released)
         return len(released)
 
+    def release_settled(self) -> int:
+        """Emit the held cancellations that no longer wait for anything (say, a bulk poll since came in); how many.
+
+        Called after each successful bulk poll, so most runs wait one poll interval, not the whole grace period.
+        """
+        released_total, key = 0, (-1, "")
+        while True:
+            with self._state.transaction() as tx:
+                page = self._pending.after(tx, key, RELEASE_BATCH)
+                released = []
+                for key, held in page:
+                    source = self._classifier.classify(tx, held, final=False)
+                    if source is not None:
+                        released.append(self._stage(tx, held, source))
+                        self._pending.release(tx, held.run_id)
+            self._emit(released)
+            released_total += len(released)
+            if len(page) < RELEASE_BATCH:
+                return released_total
+
     def _final_source(self, tx: sqlite3.Connection, cancellation: Cancellation) -> Source:
         source = self._classifier.classify(tx, cancellation, final=True)
         assert source is not None

@@ -112,8 +112,7 @@ def test_a_body_of_neither_shape_is_an_error(body: Any) -> None:
 
 
 def covering_ids(state: StateDB, store: BulkWindowStore, slug: str, at_ms: int) -> list[str]:
-    with state.reading() as conn:
-        return [w.id for w in store.covering(conn, slug, at_ms)]
+    return [w.id for w in store.covering(slug, at_ms)]
 
 
 def test_window_edges_are_inclusive(state: StateDB, store: BulkWindowStore) -> None:
@@ -144,21 +143,10 @@ def test_creation_time_comes_from_the_ulid_id() -> None:
     assert BulkWindow("not-a-ulid", "f", None, 0, 1, None).created_at_ms is None
 
 
-def test_covering_filters_in_sql_with_an_index(state: StateDB, store: BulkWindowStore) -> None:
-    statements: list[str] = []
-    with state.reading() as conn:
-        conn.set_trace_callback(statements.append)
-        store.covering(conn, "acme-app-schedule-reminder", AFTER_MS)
-        conn.set_trace_callback(None)
-        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statements[-1]))
-    assert "bulk_windows_by_function" in plan and "bulk_windows_by_slug" in plan, plan
-
-
 def test_a_record_updates_a_window_it_already_holds(state: StateDB, store: BulkWindowStore) -> None:
     store.record([window()], BEFORE_MS)
     store.record([BulkWindow("w1", "schedule-reminder", None, AFTER_MS, AFTER_MS, "true")], BEFORE_MS + 1)
-    with state.reading() as conn:
-        assert store.covering(conn, "schedule-reminder", AFTER_MS)[0].expression == "true"
+    assert store.covering("schedule-reminder", AFTER_MS)[0].expression == "true"
     assert covering_ids(state, store, "schedule-reminder", BEFORE_MS) == []
     assert store.size() == 1
 
@@ -182,14 +170,12 @@ def test_a_window_still_listed_survives_a_long_api_outage(store: BulkWindowStore
 def test_last_success_survives_a_restart(tmp_path: Path) -> None:
     state = StateDB(tmp_path)
     store = BulkWindowStore(state, retention_seconds=RETENTION_S)
-    with state.reading() as conn:
-        assert store.last_success_ms(conn) is None
+    assert store.last_success_ms() is None
     store.record([], BEFORE_MS)
     state.close()
 
     reopened = StateDB(tmp_path)
-    with reopened.reading() as conn:
-        assert BulkWindowStore(reopened, retention_seconds=RETENTION_S).last_success_ms(conn) == BEFORE_MS
+    assert BulkWindowStore(reopened, retention_seconds=RETENTION_S).last_success_ms() == BEFORE_MS
     reopened.close()
 
 
@@ -285,8 +271,7 @@ def test_a_failed_poll_is_logged_and_counted_never_raised(
     assert SIGNING_KEY not in caplog.text and (fallback is None or fallback not in caplog.text)
     assert polling.polls("error") == 1 and polling.polls("ok") == 0
     assert polling.metric("bulk_last_success_timestamp_seconds") == 0
-    with state.reading() as conn:
-        assert store.last_success_ms(conn) is None
+    assert store.last_success_ms() is None
 
 
 def test_an_unreachable_api_is_a_failed_poll(store: BulkWindowStore, caplog: pytest.LogCaptureFixture) -> None:

@@ -133,6 +133,7 @@ class _Simulation:
         windows, problems = parse_cancellations(body)
         self.list_problems += problems
         self.bulk.record(windows, self.clock.now_ms)
+        self.pipeline.release_settled()  # as the poller does after each successful poll
 
     def _release_until(self, at_ms: int) -> None:
         """Emit every held run whose grace period ends by `at_ms`, at the moment it ends."""
