@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-tools:  ## System tools the tests drive for real (Debian's prometheus for promtool)
+tools:  ## Tools the tests drive for real: Debian's prometheus (promtool), helm 3 in .tools/bin
 	./scripts/install-test-tools.sh
 
 clean:
