@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from exporter import __version__
 
 PREFIX = "inngest_cancellation_exporter"
+INGRESSES = ("events", "inngest")
+EVENT_OUTCOMES = ("accepted", "duplicate", "ignored", "signal", "invalid", "unauthorized", "unavailable")
 
 
 class HealthMetrics:
@@ -59,6 +61,19 @@ class HealthMetrics:
             registry=registry,
         )
         self._registry = registry
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Create every known outcome's series at 0, so `rate` and `increase` see its first event too."""
+        for ingress in INGRESSES:
+            for outcome in EVENT_OUTCOMES:
+                self.events_received.labels(ingress, outcome)
+        for outcome in ("sent", "retried", "gave_up"):
+            self.datadog_deliveries.labels(outcome)
+        for outcome in ("exported", "dropped"):
+            self.spans.labels(outcome)
+        for outcome in ("ok", "error"):
+            self.bulk_polls.labels(outcome)
 
     def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time, for state held elsewhere (outbox depth, dedupe size)."""

@@ -146,6 +146,11 @@ class Simulator:
             age = fn.timeouts.start + 10
         return age
 
+    def _trigger_data(self, fn: FunctionConfig, ref: str) -> dict[str, Any]:
+        """Trigger data carrying every key the function's `cancel_on` expressions read, as real triggers do."""
+        keys = {fields[1] for rule in fn.cancel_on if (fields := _signal_fields(rule)) is not None}
+        return {"ref": ref, **{key: str(ulid.ULID()) for key in keys}}
+
     def plan(self, now: float) -> Plan:
         """A random cancellation of a random function, with the evidence for its source."""
         function_id = self._random.choice([*sorted(self._config.functions), UNDESCRIBED_FUNCTION])
@@ -165,7 +170,8 @@ class Simulator:
         if source is Source.TIMEOUT:
             age = fn.timeouts.finish or fn.timeouts.start
             assert age is not None
-            return Plan(source, [self._cancellation(function_id, age + self._random.uniform(0, 0.5), {"ref": ref}, now)])
+            data = self._trigger_data(fn, ref)
+            return Plan(source, [self._cancellation(function_id, age + self._random.uniform(0, 0.5), data, now)])
         age = self._quiet_age(fn)
         if source is Source.EVENT:
             rule = self._random.choice(usable_rules)
@@ -179,12 +185,14 @@ class Simulator:
                 "ts": int((now - age + within / 2) * 1000),
                 "data": {signal_key: ref},
             }
-            return Plan(source, [signal, self._cancellation(function_id, age, {trigger_key: ref}, now)])
-        cancellation = self._cancellation(function_id, age, {"ref": ref}, now)
+            data = {**self._trigger_data(fn, ref), trigger_key: ref}
+            return Plan(source, [signal, self._cancellation(function_id, age, data, now)])
+        cancellation = self._cancellation(function_id, age, self._trigger_data(fn, ref), now)
         if source is Source.BULK:
             scheduled = now - age
             window = {
-                "id": str(ulid.ULID()),
+                # created a second before the cancellation it causes: its id's ULID time says so
+                "id": str(ulid.ULID.from_timestamp(now - 1)),
                 "function_id": function_id,
                 "started_after": _iso(scheduled - 1),
                 "started_before": _iso(scheduled + 1),

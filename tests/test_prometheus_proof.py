@@ -166,9 +166,12 @@ def test_every_rule_evaluates_in_prometheus(demo: Demo) -> None:
     groups = yaml.safe_load(Path(RULES_FILE).read_text())["groups"]
     assert len(loaded) == sum(len(group["rules"]) for group in groups)
     assert [(r["name"], r["lastError"]) for r in loaded if r["health"] != "ok"] == []
+    firing = set()
     for rule in loaded:
         result = prometheus.query(rule["query"])  # raises on an evaluation error
         if rule["type"] == "recording" and "inngest_function_" in rule["name"]:
             assert finite(result), rule["name"]
-        if rule["type"] == "alerting":
-            assert rule["state"] != "firing", rule["name"]  # nothing is wrong in the demo
+        if rule["type"] == "alerting" and rule["state"] == "firing":
+            firing.add(rule["name"])
+    # the demo's Datadog stand-in rejects one event on purpose; nothing else is wrong
+    assert firing == {"InngestCancellationExporterDatadogEventsGivenUp"}
