@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.core import Exporter
 
 blueprint = Blueprint("endpoints", __name__)
+INGRESS_BY_PATH = {"/events": "events", "/api/inngest": "inngest"}
+"""The ingresses whose refusals are counted in `events_received`."""
 
 
 @blueprint.get("/metrics")
@@ -36,6 +38,45 @@ def readyz() -> tuple[Response, int]:
     return jsonify(status="ready"), 200
 
 
+@blueprint.before_app_request
+def refuse_bodies_over_the_limit() -> None:
+    """413 for any body over the limit, before anything else is said about the request.
+
+    A declared length over the limit is refused at once: answered otherwise (a
+    stale signature, a wrong Content-Type), its body would stay unread and the
+    connection be closed behind the answer (see `read_unread_body`). A chunked
+    body (no Content-Length) is read up to the limit: werkzeug stops there and
+    hands the app the first `limit` bytes without an error, which became a 400
+    for truncated JSON or a 401 for a MAC that no longer matched.
+    """
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is None:
+        return
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+        return
+    if request.environ.get("wsgi.input_terminated") and len(request.get_data()) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+
+
+@blueprint.after_app_request
+def read_unread_body(response: Response) -> Response:
+    """Read what is left of the request body before answering, so the connection can carry the next request.
+
+    Answers given without reading the body (a wrong Content-Type, a stale
+    signature, an unknown path) left it on the socket: gunicorn drains at most
+    64 KiB of it, then closes the connection it had just announced as
+    keep-alive, and the client's next request on it fails. A body over the
+    limit (413) is not read: that connection is closed.
+    """
+    try:
+        request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        pass
+    return response
+
+
 @blueprint.app_errorhandler(HTTPException)
 def http_error(err: HTTPException) -> tuple[Response, int]:
     """Every HTTP error as JSON with a message a client can act on."""
@@ -44,4 +85,8 @@ def http_error(err: HTTPException) -> tuple[Response, int]:
     if status == 413:
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
         message = f"body is larger than the limit of {limit} bytes"
+        ingress = INGRESS_BY_PATH.get(request.path)
+        if ingress is not None:
+            exporter: Exporter = current_app.extensions["exporter"]
+            exporter.health.events_received.labels(ingress, "too_large").inc()
     return jsonify(error=message), status

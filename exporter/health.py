@@ -10,7 +10,7 @@ from exporter import __version__
 
 PREFIX = "inngest_cancellation_exporter"
 INGRESSES = ("events", "inngest")
-EVENT_OUTCOMES = ("accepted", "duplicate", "ignored", "signal", "invalid", "unauthorized", "unavailable")
+EVENT_OUTCOMES = ("accepted", "duplicate", "ignored", "signal", "invalid", "unauthorized", "too_large", "unavailable")
 
 
 class HealthMetrics:

@@ -2,21 +2,26 @@
 
 Inngest syncs the app (PUT) and invokes `record-cancellation` (POST) for every
 `inngest/function.cancelled` event; the SDK verifies each request's MAC and
-signs its answers. Two things the SDK leaves to us: it does not check the
+signs its answers. Three things the SDK leaves to us: it does not check the
 signature timestamp's age (we refuse replays older than five minutes, as on
-`/events`), and it reads some settings from `INNGEST_*` variables by itself
-(we hand it ours, so `create_app(settings)` means what the settings say).
+`/events`); it answers 500 to authentic requests that are malformed (we answer
+400 first, so Inngest does not retry what cannot succeed); and it reads some
+settings from `INNGEST_*` variables by itself (we hand it ours, so
+`create_app(settings)` means what the settings say).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Collection
 
 import inngest
 import inngest.flask
+import pydantic
 from flask import Flask, Response, jsonify, request
+from inngest._internal import net as sdk_net
+from inngest._internal import server_lib as sdk_server
 
 from exporter import signature
 from exporter.core import Exporter
@@ -118,7 +123,7 @@ def _build_function(
 def _refuse_stale_signature(exporter: Exporter) -> tuple[Response, int] | None:
     """401 when a signature's timestamp is outside the replay window; the SDK checks only its MAC."""
     header = request.headers.get(signature.HEADER)
-    if exporter.settings.dev or header is None or request.path != SERVE_PATH:
+    if exporter.settings.dev or header is None:
         return None  # unsigned requests are the SDK's to refuse (outside dev mode)
     try:
         timestamp, _ = signature.parse_header(header)
@@ -126,6 +131,80 @@ def _refuse_stale_signature(exporter: Exporter) -> tuple[Response, int] | None:
     except signature.SignatureError as err:
         return jsonify(error=str(err)), 401
     return None
+
+
+def _request_problem(functions: Collection[str], body: bytes, *, dev: bool) -> tuple[int, str] | None:
+    """Why the SDK would fail on this authentic request with a 500 though the fault is the request's; None if it would not.
+
+    The SDK answers 500 to an execution request it cannot parse, a missing or
+    unknown `fnId`, an unsupported probe, and an in-band sync without a `url`,
+    a status that tells Inngest to retry a request that can never succeed.
+    What is checked is what the SDK checks, with its own models.
+    """
+    if request.method == "PUT":
+        if dev or request.headers.get(sdk_server.HeaderKey.SYNC_KIND.value) != sdk_server.SyncKind.IN_BAND.value:
+            return None  # an out-of-band sync (the only kind in dev mode) does not read the body
+        sync = sdk_server.InBandSynchronizeRequest.from_raw(body)
+        return (400, f"not an in-band sync request: {_summary(sync)}") if isinstance(sync, Exception) else None
+    if request.method != "POST":
+        return None
+    probe = request.args.get(sdk_server.QueryParamKey.PROBE.value)
+    if probe:
+        known = probe in {member.value for member in sdk_server.Probe}
+        return None if known else (400, f"unsupported probe {probe!r}")
+    fn_id = request.args.get(sdk_server.QueryParamKey.FUNCTION_ID.value)
+    if not fn_id:
+        return 400, "the fnId query parameter is missing"
+    if fn_id not in functions and f"{APP_ID}-{fn_id}" not in functions:  # the SDK's lookup, old ids included
+        return 404, f"function {fn_id!r} is not served by this app"
+    execution = sdk_server.ServerRequest.from_raw(body)
+    if isinstance(execution, Exception):
+        return 400, f"not an Inngest execution request: {_summary(execution)}"
+    if execution.events is None and not execution.use_api:
+        return 400, "not an Inngest execution request: events: missing"
+    return None
+
+
+def _summary(err: Exception) -> str:
+    """The first problems a validation error names, without the pydantic boilerplate (or the input's values)."""
+    if not isinstance(err, pydantic.ValidationError):
+        return str(err)
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in err.errors(include_url=False, include_input=False)
+    ]
+    return "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+
+
+def _screen_request(exporter: Exporter, functions: Collection[str]) -> tuple[Response, int] | None:
+    """Before the SDK: refuse stale and malformed signatures (401), and requests it would fail on with a 500 (400/404).
+
+    Only an authentic request (the SDK's own signature check, or dev mode) is
+    looked at further: anything else is the SDK's to refuse, with a 401.
+    """
+    if request.path != SERVE_PATH:
+        return None
+    refusal = _refuse_stale_signature(exporter)
+    if refusal is not None or request.method not in ("POST", "PUT"):
+        return refusal
+    settings = exporter.settings
+    body = request.get_data()
+    if not settings.dev:
+        verdict = sdk_net.validate_request_sig(
+            body=body,
+            headers=sdk_net.normalize_headers(dict(request.headers.items())),
+            mode=sdk_server.ServerKind.CLOUD,
+            signing_key=settings.signing_key,
+            signing_key_fallback=settings.signing_key_fallback,
+        )
+        if not isinstance(verdict, str):
+            return None
+    problem = _request_problem(functions, body, dev=settings.dev)
+    if problem is None:
+        return None
+    status, message = problem
+    exporter.health.events_received.labels(INGRESS, "invalid").inc()
+    return jsonify(error=message), status
 
 
 def _count_unauthorized(exporter: Exporter, response: Response) -> Response:
@@ -152,14 +231,16 @@ def register(app: Flask, exporter: Exporter) -> None:
         return
 
     client = build_client(settings)
+    functions = build_functions(client, exporter)
     inngest.flask.serve(
         app,
         client,
-        build_functions(client, exporter),
+        functions,
         # an unsigned PUT would make the SDK register this app at the URL of the
         # request's Host header: only signed syncs (or dev mode) may do that
         enable_unauthed_sync=False,
         serve_path=SERVE_PATH,
     )
-    app.before_request(lambda: _refuse_stale_signature(exporter))
+    function_ids = frozenset(function.get_id() for function in functions)
+    app.before_request(lambda: _screen_request(exporter, function_ids))
     app.after_request(lambda response: _count_unauthorized(exporter, response))

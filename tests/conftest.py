@@ -175,3 +175,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     for proc in started:
         if proc.proc is not None and proc.proc.poll() is None:
             proc.stop()
+
+
+@pytest.fixture
+def http(serve: Callable[..., ServeProcess]) -> Iterator[requests.Session]:
+    """One HTTP session for a test's requests to `serve` processes, closed before they are stopped.
+
+    An idle keep-alive connection makes a graceful stop wait about two seconds; this
+    fixture depends on `serve`, so its teardown (the close) comes first.
+    """
+    with requests.Session() as session:
+        yield session

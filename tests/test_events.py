@@ -9,19 +9,13 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import signature
-from tests.support.payloads import FALLBACK_KEY, INGEST_TOKEN, SIGNING_KEY, fixture_event
+from tests.support.exposition import Labels
+from tests.support.exposition import samples as exposition_samples
+from tests.support.payloads import FALLBACK_KEY, INGEST_TOKEN, SIGNING_KEY, cancellation
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
-
-
-def cancelled(run_id: str = "01JDJKGTGDVV4DTXHY6XYB7BKK", function_id: str = "demo-app-export") -> dict[str, Any]:
-    event = fixture_event("seed-cancelled-export.json")
-    event["data"]["run_id"] = run_id
-    event["data"]["function_id"] = function_id
-    return event
 
 
 def post(client: FlaskClient, body: Any, headers: dict[str, str] = AUTH) -> Any:
@@ -29,14 +23,8 @@ def post(client: FlaskClient, body: Any, headers: dict[str, str] = AUTH) -> Any:
     return client.post("/events", data=data, headers={"Content-Type": "application/json", **headers})
 
 
-def samples(client: FlaskClient, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    text = client.get("/metrics").get_data(as_text=True)
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    }
+def samples(client: FlaskClient, name: str) -> dict[Labels, float]:
+    return exposition_samples(client.get("/metrics").get_data(as_text=True), name)
 
 
 @pytest.fixture
@@ -45,11 +33,11 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 
 
 def test_cancellation_is_counted_once_with_its_age_and_constant_labels(client: FlaskClient) -> None:
-    response = post(client, cancelled())
+    response = post(client, cancellation())
     assert response.status_code == 200
     assert response.get_json() == {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}
-    assert post(client, cancelled()).get_json()["duplicates"] == 1
-    twin = cancelled()
+    assert post(client, cancellation()).get_json()["duplicates"] == 1
+    twin = cancellation()
     twin["name"] = "inngest/function.finished"
     twin["data"]["_inngest"] = {"status": "Cancelled"}
     assert post(client, twin).get_json()["duplicates"] == 1
@@ -62,17 +50,17 @@ def test_cancellation_is_counted_once_with_its_age_and_constant_labels(client: F
 
 
 def test_batch_counts_each_run_and_ignores_other_events(client: FlaskClient) -> None:
-    batch = [cancelled(f"run-{i}") for i in range(3)] + [{"name": "app/user.created", "data": {}}, cancelled("run-0")]
+    batch = [cancellation(f"run-{i}") for i in range(3)] + [{"name": "app/user.created", "data": {}}, cancellation("run-0")]
     assert post(client, batch).get_json() == {"accepted": 3, "duplicates": 1, "ignored": 1, "signals": 0, "pending": 0}
 
 
 def test_invalid_event_in_a_batch_is_named_and_nothing_is_recorded(client: FlaskClient) -> None:
-    bad = cancelled("run-9")
+    bad = cancellation("run-9")
     del bad["data"]["run_id"]
-    response = post(client, [cancelled("run-1"), bad])
+    response = post(client, [cancellation("run-1"), bad])
     assert response.status_code == 400
     assert response.get_json() == {"error": "events[1].data.run_id: missing: expected a non-empty string"}
-    assert post(client, cancelled("run-1")).get_json()["accepted"] == 1
+    assert post(client, cancellation("run-1")).get_json()["accepted"] == 1
     assert samples(client, "inngest_cancellation_exporter_events_received_total")[
         (("ingress", "events"), ("outcome", "invalid"))
     ] == 1.0
@@ -88,7 +76,7 @@ def test_invalid_event_in_a_batch_is_named_and_nothing_is_recorded(client: Flask
     ],
 )
 def test_unauthenticated_requests_are_refused_and_counted(client: FlaskClient, headers: dict[str, str], message: str) -> None:
-    response = post(client, cancelled(), headers)
+    response = post(client, cancellation(), headers)
     assert response.status_code == 401
     assert message in response.get_json()["error"]
     assert INGEST_TOKEN not in response.get_data(as_text=True)
@@ -98,17 +86,17 @@ def test_unauthenticated_requests_are_refused_and_counted(client: FlaskClient, h
 @pytest.mark.parametrize("key", [SIGNING_KEY, FALLBACK_KEY])
 def test_signed_requests_are_accepted_with_current_and_fallback_keys(make_app: Callable[..., Flask], key: str) -> None:
     client = make_app(INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY).test_client()
-    body = json.dumps(cancelled()).encode()
+    body = json.dumps(cancellation()).encode()
     assert post(client, body, {signature.HEADER: signature.sign(body, key)}).status_code == 200
 
 
 def test_development_mode_needs_no_credentials(make_app: Callable[..., Flask]) -> None:
     client = make_app(INNGEST_DEV="1", INNGEST_SIGNING_KEY="", EXPORTER_INGEST_TOKEN="").test_client()
-    assert post(client, cancelled(), {}).status_code == 200
+    assert post(client, cancellation(), {}).status_code == 200
 
 
 def test_default_limits_take_a_thousand_events_and_five_mebibytes(client: FlaskClient) -> None:
-    batch = [cancelled(f"run-{i}") for i in range(1000)]
+    batch = [cancellation(f"run-{i}") for i in range(1000)]
     batch[0]["data"]["event"]["data"]["padding"] = "x" * (5 * 1024 * 1024)
     response = post(client, batch)
     assert response.status_code == 200 and response.get_json()["accepted"] == 1000
@@ -116,21 +104,24 @@ def test_default_limits_take_a_thousand_events_and_five_mebibytes(client: FlaskC
 
 def test_limits_are_configurable_and_refusals_say_so(make_app: Callable[..., Flask]) -> None:
     client = make_app(EXPORTER_MAX_BODY_BYTES="2048", EXPORTER_MAX_BATCH_EVENTS="2").test_client()
-    response = post(client, [cancelled("a"), cancelled("b"), cancelled("c")])
+    response = post(client, [cancellation("a"), cancellation("b"), cancellation("c")])
     assert response.status_code == 413
     assert response.get_json() == {"error": "body is larger than the limit of 2048 bytes"}
+    assert samples(client, "inngest_cancellation_exporter_events_received_total")[
+        (("ingress", "events"), ("outcome", "too_large"))
+    ] == 1.0
     small = [{"name": "x"}] * 3
     assert post(client, small).get_json() == {"error": "batch has 3 events, more than the limit of 2"}
 
 
 def test_wrong_content_type_is_refused(client: FlaskClient) -> None:
-    response = post(client, cancelled(), {**AUTH, "Content-Type": "text/plain"})
+    response = post(client, cancellation(), {**AUTH, "Content-Type": "text/plain"})
     assert response.status_code == 415 and "application/json" in response.get_json()["error"]
 
 
 def test_function_id_cap_folds_new_ids_without_losing_counts(make_app: Callable[..., Flask]) -> None:
     client = make_app(EXPORTER_MAX_FUNCTIONS="3").test_client()
-    post(client, [cancelled(f"run-{i}", f"app-fn-{i}") for i in range(5)])
+    post(client, [cancellation(f"run-{i}", f"app-fn-{i}") for i in range(5)])
     counts = samples(client, "inngest_function_cancellations_total")
     by_function = {dict(labels)["function_id"]: value for labels, value in counts.items()}
     assert by_function == {"app-fn-0": 1.0, "app-fn-1": 1.0, "app-fn-2": 1.0, "_overflow": 2.0}
@@ -138,7 +129,7 @@ def test_function_id_cap_folds_new_ids_without_losing_counts(make_app: Callable[
 
 
 def test_metrics_speak_openmetrics_when_asked(client: FlaskClient) -> None:
-    post(client, cancelled())
+    post(client, cancellation())
     response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.content_type.startswith("application/openmetrics-text")
     assert response.get_data(as_text=True).endswith("# EOF\n")
@@ -155,7 +146,7 @@ def test_signal_is_recorded_as_evidence_and_explains_a_later_cancellation(make_a
         {"event": "integrations/export.cancelled", "if": "async.data.userId == event.data.userId"}
     ]}}}
     client = make_app(config).test_client()
-    run = cancelled()
+    run = cancellation()
     signal_event = {
         "name": "integrations/export.cancelled",
         "ts": run["ts"] - 1000,

@@ -13,7 +13,6 @@ import json
 import random
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,6 +22,7 @@ import requests
 import ulid
 
 from tests.conftest import ServeProcess, free_port
+from tests.support.load import Load
 from tests.support.payloads import INGEST_TOKEN, fixture_event
 from tests.support.recording_server import RecordingServer, accepted, hang, rate_limited, server_error
 from tests.support.waiting import eventually
@@ -39,50 +39,6 @@ def cancellation(run_id: str | None = None) -> dict[str, Any]:
 
 def post(proc: ServeProcess, body: Any, timeout: float = 10) -> requests.Response:
     return requests.post(f"{proc.url}/events", data=json.dumps(body), headers=HEADERS, timeout=timeout)
-
-
-class Load:
-    """Threads sending unique cancellations, one per request, until stopped; remembers what got a 2xx."""
-
-    def __init__(self, proc: ServeProcess, threads: int = 4) -> None:
-        self._proc = proc
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self.acknowledged: list[str] = []
-        self.attempted: list[str] = []
-        self.statuses: collections.Counter[int | str] = collections.Counter()
-        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join(15)
-
-    def _send(self) -> None:
-        session = requests.Session()
-        while not self._stopping.is_set():
-            run_id = str(ulid.ULID())
-            with self._lock:
-                self.attempted.append(run_id)
-            try:
-                response = session.post(
-                    f"{self._proc.url}/events", data=json.dumps(cancellation(run_id)), headers=HEADERS, timeout=10
-                )
-                outcome: int | str = response.status_code
-            except requests.RequestException as err:
-                outcome = type(err).__name__
-            with self._lock:
-                self.statuses[outcome] += 1
-                if outcome == 200:
-                    self.acknowledged.append(run_id)
-
-    def wait_for(self, count: int) -> None:
-        eventually(lambda: len(self.acknowledged) >= count, timeout=30)
 
 
 def delivered_run_ids(datadog: RecordingServer) -> collections.Counter[str]:

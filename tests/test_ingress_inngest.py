@@ -23,10 +23,9 @@ from exporter.settings import load_settings
 from exporter.state import StateUnavailable
 from tests.conftest import ServeProcess, free_port
 from tests.support.inngest_driver import InngestDriver, SyncedFunction
-from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, fixture_event
+from tests.support.payloads import FALLBACK_KEY, OTHER_KEY, SIGNING_KEY, cancellation
 
 FUNCTION_ID = f"{APP_ID}-record-cancellation"
-OTHER_KEY = "signkey-test-" + "7" * 64
 
 
 def _serve_in_thread(app: Flask, port: int) -> tuple[BaseWSGIServer, threading.Thread]:
@@ -72,12 +71,6 @@ def in_process_server(tmp_path: Path) -> Iterator[Callable[..., InProcessServe]]
         server.stop()
 
 
-def cancelled(run_id: str = "01JDJKGTGDVV4DTXHY6XYB7BKK") -> dict[str, Any]:
-    event = fixture_event("seed-cancelled-export.json")
-    event["data"]["run_id"] = run_id
-    return event
-
-
 def cancellations(server: ServeProcess, function_id: str = "demo-app-export") -> float | None:
     return server.metric("inngest_function_cancellations_total", {"function_id": function_id, "source": "unknown"})
 
@@ -118,10 +111,10 @@ def test_fixture_cancellation_is_counted_once_however_often_inngest_delivers_it(
     server = exporter_server()
     driver = InngestDriver(server.url, SIGNING_KEY)
     function = driver.sync().function_for(CANCELLED)
-    first = driver.invoke(function, cancelled())
+    first = driver.invoke(function, cancellation())
     assert (first.status, first.body, first.requests) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}, 1)
     assert cancellations(server) == 1.0
-    redelivered = driver.invoke(function, cancelled())  # a new run of our function, the same event
+    redelivered = driver.invoke(function, cancellation())  # a new run of our function, the same event
     assert redelivered.run_id != first.run_id
     assert (redelivered.status, redelivered.body["duplicates"]) == (200, 1)
     assert cancellations(server) == 1.0
@@ -131,7 +124,7 @@ def test_fixture_cancellation_is_counted_once_however_often_inngest_delivers_it(
 def test_payload_without_error_and_with_inngest_status_is_counted(exporter_server: Callable[..., ServeProcess]) -> None:
     server = exporter_server()
     driver = InngestDriver(server.url, SIGNING_KEY)
-    event = cancelled()
+    event = cancellation()
     del event["data"]["error"]
     event["data"]["_inngest"] = {"status": "Cancelled"}
     assert driver.invoke(driver.sync().function_for(CANCELLED), event).status == 200
@@ -142,7 +135,7 @@ def test_stale_signature_is_refused_and_not_counted(exporter_server: Callable[..
     server = exporter_server()
     function = InngestDriver(server.url, SIGNING_KEY).sync().function_for(CANCELLED)
     stale = InngestDriver(server.url, SIGNING_KEY, clock=lambda: time.time() - 360)
-    result = stale.invoke(function, cancelled())
+    result = stale.invoke(function, cancellation())
     assert result.status == 401
     assert "more than 300 seconds from now" in result.body["error"]
     assert cancellations(server) is None
@@ -158,7 +151,7 @@ def test_both_keys_work_during_a_rotation_whatever_the_process_environment_says(
     monkeypatch.setenv("INNGEST_SIGNING_KEY_FALLBACK", OTHER_KEY)
     server = in_process_server(INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
     driver = InngestDriver(server.url, key)
-    assert driver.invoke(driver.sync().function_for(CANCELLED), cancelled()).status == 200
+    assert driver.invoke(driver.sync().function_for(CANCELLED), cancellation()).status == 200
     assert cancellations(server) == 1.0
     assert InngestDriver(server.url, OTHER_KEY).in_band_sync().status_code == 401
     assert InngestDriver(server.url, None).in_band_sync().status_code == 401
@@ -167,7 +160,7 @@ def test_both_keys_work_during_a_rotation_whatever_the_process_environment_says(
 def test_invalid_cancellation_fails_once_without_retries_and_is_counted(exporter_server: Callable[..., ServeProcess]) -> None:
     server = exporter_server()
     driver = InngestDriver(server.url, SIGNING_KEY)
-    event = cancelled()
+    event = cancellation()
     del event["data"]["run_id"]
     result = driver.invoke(driver.sync().function_for(CANCELLED), event)
     assert (result.status, result.no_retry, result.requests) == (500, True, 1)
@@ -192,7 +185,7 @@ def test_unwritable_state_makes_inngest_retry_the_run(
 
     monkeypatch.setattr(pipeline, "ingest", flaky_ingest)
     driver = InngestDriver(server.url, SIGNING_KEY)
-    result = driver.invoke(driver.sync().function_for(CANCELLED), cancelled())
+    result = driver.invoke(driver.sync().function_for(CANCELLED), cancellation())
     assert (result.status, result.requests) == (200, 2)
     assert cancellations(server) == 1.0
     assert received(server, "unavailable") == 1.0
@@ -208,7 +201,7 @@ def test_function_body_records_through_the_pipeline(make_app: Callable[..., Flas
     exporter = make_app().extensions["exporter"]
     client = mocked.Inngest(app_id=APP_ID, is_production=False)
     function = build_functions(client, exporter)[0]
-    event = inngest.Event(**cancelled())
+    event = inngest.Event(**cancellation())
     outputs = [mocked.trigger(function, event, client).output for _ in range(2)]
     assert [output["accepted"] for output in outputs] == [1, 0]
     assert exporter.registry.get_sample_value(
@@ -241,7 +234,7 @@ def test_development_mode_runs_unsigned_invocations(exporter_server: Callable[..
     # the dev server syncs out of band (the app registers itself), so the function is addressed directly
     server = exporter_server(INNGEST_DEV="1")
     function = SyncedFunction(FUNCTION_ID, [CANCELLED], f"{server.url}/api/inngest?fnId={FUNCTION_ID}&stepId=step")
-    assert InngestDriver(server.url, None).invoke(function, cancelled()).status == 200
+    assert InngestDriver(server.url, None).invoke(function, cancellation()).status == 200
     assert cancellations(server) == 1.0
 
 
@@ -257,7 +250,7 @@ def test_cancel_signals_arrive_through_inngest_and_explain_the_cancellation(
     app = driver.sync()
     # twelve signals: more than Inngest's ten triggers per function, so they are split
     assert sorted(len(function.triggers) for function in app.functions) == [1, 2, 10]
-    run = cancelled()
+    run = cancellation()
     signal_event = {
         "name": "integrations/export.cancelled",
         "id": "01JDJKH0000000000000000000",

@@ -34,6 +34,11 @@ def test_signature_covers_the_canonical_body_not_its_whitespace() -> None:
     signature.verify(json.dumps(json.loads(BODY), indent=2).encode(), header, [SIGNING_KEY])
 
 
+def test_integers_beyond_two_to_the_53_verify_as_inngest_signs_them() -> None:
+    body = json.dumps({"name": "x", "data": {"id": 12345678901234567890}}).encode()
+    signature.verify(body, net.sign_request(body, SIGNING_KEY), [SIGNING_KEY])
+
+
 def test_fallback_key_is_accepted_during_rotation() -> None:
     signature.verify(BODY, signature.sign(BODY, FALLBACK_KEY), [SIGNING_KEY, FALLBACK_KEY])
 

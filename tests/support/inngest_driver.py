@@ -133,23 +133,8 @@ class InngestDriver:
         attempt = 0
         step_id = "step"
         for count in range(1, max_requests + 1):
-            response = self.send("POST", _with_step(function.url, step_id), {
-                "event": event,
-                "events": [event],
-                "steps": steps,
-                "ctx": {
-                    "fn_id": function.id,
-                    "run_id": run_id,
-                    "step_id": step_id,
-                    "attempt": attempt,
-                    "max_attempts": MAX_ATTEMPTS,
-                    "disable_immediate_execution": False,
-                    "use_api": False,
-                    "stack": {"stack": list(stack), "current": len(stack)},
-                },
-                "use_api": False,
-                "version": 1,
-            })
+            body = execution_request(function.id, event, run_id, step_id=step_id, steps=steps, stack=stack, attempt=attempt)
+            response = self.send("POST", _with_step(function.url, step_id), body)
             self._check_signature(response)
             result = Invocation(response.status_code, _json_or_text(response), response.headers, count, run_id)
             if response.status_code == 206:
@@ -172,6 +157,37 @@ class InngestDriver:
         expected = hmac.new(key, response.content + str(timestamp).encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(given, expected):
             raise DriverError("response signature does not match the signing key")
+
+
+def execution_request(
+    fn_id: str,
+    event: Any,
+    run_id: str,
+    *,
+    step_id: str = "step",
+    steps: dict[str, Any] | None = None,
+    stack: list[str] | None = None,
+    attempt: int = 0,
+) -> dict[str, Any]:
+    """The executor's body for one call of a function: the event, the memoised steps, the run's context."""
+    stack = list(stack or [])
+    return {
+        "event": event,
+        "events": [event],
+        "steps": dict(steps or {}),
+        "ctx": {
+            "fn_id": fn_id,
+            "run_id": run_id,
+            "step_id": step_id,
+            "attempt": attempt,
+            "max_attempts": MAX_ATTEMPTS,
+            "disable_immediate_execution": False,
+            "use_api": False,
+            "stack": {"stack": stack, "current": len(stack)},
+        },
+        "use_api": False,
+        "version": 1,
+    }
 
 
 def _with_step(url: str, step_id: str) -> str:

@@ -64,9 +64,12 @@ class OtlpReceiver:
     endpoint: str
     """The `OTEL_EXPORTER_OTLP_ENDPOINT` value that reaches this receiver."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_spans: bool = True) -> None:
         self.mode = Mode.ACCEPT
         self.hung_requests = 0
+        self.accepted_spans = 0
+        """Spans accepted, also when `keep_spans` is False (under load, the benchmark keeps only counts)."""
+        self._keep = keep_spans
         self._spans: list[ReceivedSpan] = []
         self._changed = threading.Condition()
         self._released = threading.Event()
@@ -110,6 +113,9 @@ class OtlpReceiver:
         if self.mode is not Mode.ACCEPT:
             return False
         with self._changed:
+            self.accepted_spans += sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
+            if not self._keep:
+                return True
             for resource_spans in request.resource_spans:
                 resource = attribute_values(resource_spans.resource.attributes)
                 self._spans.extend(
@@ -124,8 +130,8 @@ class OtlpHttpReceiver(OtlpReceiver):
 
     protocol = "http/protobuf"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, keep_spans: bool = True) -> None:
+        super().__init__(keep_spans=keep_spans)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"

@@ -70,10 +70,13 @@ class RecordedRequest:
 class RecordingServer:
     """An HTTP server on 127.0.0.1 (a free port) in a thread; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_requests: bool = True) -> None:
         self.requests: list[RecordedRequest] = []
         self.acknowledged: list[RecordedRequest] = []
         """Requests answered 2xx at once: deliveries the client certainly saw succeed."""
+        self.received = 0
+        """Requests received, also when `keep_requests` is False (under load, the benchmark keeps only counts)."""
+        self._keep = keep_requests
         self._script: list[Reply] = []
         self._outage_until = 0.0
         self._changed = threading.Condition()
@@ -119,7 +122,9 @@ class RecordingServer:
 
     def _record(self, request: RecordedRequest) -> Reply:
         with self._changed:
-            self.requests.append(request)
+            self.received += 1
+            if self._keep:
+                self.requests.append(request)
             self._changed.notify_all()
             if time.monotonic() < self._outage_until:
                 return server_error()
@@ -153,7 +158,7 @@ class RecordingServer:
                 if server._closing.wait(reply.delay):
                     return
                 body = json.dumps(server._answer_body(reply, request)).encode()
-                if 200 <= reply.status < 300 and not reply.delay:
+                if 200 <= reply.status < 300 and not reply.delay and server._keep:
                     with server._changed:
                         server.acknowledged.append(request)
                         server._changed.notify_all()
