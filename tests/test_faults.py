@@ -9,11 +9,9 @@ checks what users see: answers, the recording Datadog server, /metrics, /readyz.
 from __future__ import annotations
 
 import collections
-import json
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,23 +20,21 @@ import requests
 import ulid
 
 from tests.conftest import ServeProcess, free_port
+from tests.support.forwarder import post_events
 from tests.support.load import Load
-from tests.support.payloads import INGEST_TOKEN, fixture_event
+from tests.support.payloads import cancellation
 from tests.support.recording_server import RecordingServer, accepted, hang, rate_limited, server_error
 from tests.support.waiting import eventually
 
-HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
 DATADOG_FAST = {"EXPORTER_DATADOG_TIMEOUT": "1s", "EXPORTER_DATADOG_MAX_BACKOFF": "1s", "DD_API_KEY": "dd-test"}
 
 
-def cancellation(run_id: str | None = None) -> dict[str, Any]:
-    event = fixture_event("seed-cancelled-export.json")
-    event["data"]["run_id"] = run_id or str(ulid.ULID())
-    return event
+def unique_cancellation(run_id: str | None = None) -> dict[str, Any]:
+    return cancellation(run_id or str(ulid.ULID()))
 
 
-def post(proc: ServeProcess, body: Any, timeout: float = 10) -> requests.Response:
-    return requests.post(f"{proc.url}/events", data=json.dumps(body), headers=HEADERS, timeout=timeout)
+def post(proc: ServeProcess, body: Any) -> requests.Response:
+    return post_events(proc.url, body)
 
 
 def delivered_run_ids(datadog: RecordingServer) -> collections.Counter[str]:
@@ -62,7 +58,7 @@ def test_datadog_flapping_rate_limiting_and_hanging_lose_nothing_and_send_nothin
     datadog.script(*[rng.choice([server_error(), rate_limited(0.3), hang(1.5), accepted(), accepted()]) for _ in range(60)])
     proc = serve(EXPORTER_DATADOG_URL=datadog.url, **DATADOG_FAST)
     run_ids = [str(ulid.ULID()) for _ in range(120)]
-    answers = [post(proc, cancellation(run_id)).status_code for run_id in run_ids]
+    answers = [post(proc, unique_cancellation(run_id)).status_code for run_id in run_ids]
     assert answers == [200] * len(run_ids)  # ingestion never waits for Datadog
     eventually(lambda: set(delivered_run_ids(datadog)) == set(run_ids), timeout=60)
     assert max(delivered_run_ids(datadog).values()) == 1
@@ -74,7 +70,7 @@ def test_a_long_datadog_outage_is_waited_out(serve: Callable[..., ServeProcess],
     datadog.outage(8)
     proc = serve(EXPORTER_DATADOG_URL=datadog.url, **DATADOG_FAST)
     run_ids = [str(ulid.ULID()) for _ in range(50)]
-    assert {post(proc, cancellation(run_id)).status_code for run_id in run_ids} == {200}
+    assert {post(proc, unique_cancellation(run_id)).status_code for run_id in run_ids} == {200}
     assert proc.metric("inngest_cancellation_exporter_datadog_outbox_depth") == 50.0
     eventually(lambda: set(delivered_run_ids(datadog)) == set(run_ids), timeout=60)
     assert max(delivered_run_ids(datadog).values()) == 1
@@ -101,7 +97,7 @@ def test_a_crash_or_stop_under_load_loses_no_acknowledged_event(
     second = serve(state_dir=first.state_dir, EXPORTER_DATADOG_URL=datadog.url, **DATADOG_FAST)
     # redeliveries after the restart: what was acknowledged is a duplicate; what was not may be either
     for run_id in load.attempted:
-        summary = post(second, cancellation(run_id)).json()
+        summary = post(second, unique_cancellation(run_id)).json()
         assert summary["duplicates"] == 1 or run_id not in load.acknowledged, run_id
     eventually(lambda: set(delivered_run_ids(datadog)) == set(load.attempted), timeout=60)
     assert max(delivered_run_ids(datadog).values()) == 1
@@ -111,7 +107,7 @@ def test_the_collector_down_does_not_hold_ingestion_and_dropped_spans_are_counte
     serve: Callable[..., ServeProcess],
 ) -> None:
     proc = serve(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}", OTEL_BSP_SCHEDULE_DELAY="100")
-    assert {post(proc, cancellation()).status_code for _ in range(40)} == {200}
+    assert {post(proc, unique_cancellation()).status_code for _ in range(40)} == {200}
     eventually(lambda: proc.metric("inngest_cancellation_exporter_spans_total", {"outcome": "dropped"}) == 40.0, timeout=60)
     assert proc.metric("inngest_function_cancellations_total") == 40.0
 
@@ -146,7 +142,7 @@ def test_a_full_disk_answers_503_and_records_nothing_then_recovers(
 ) -> None:
     proc = serve(state_dir=small_disk / "state")
     filler = fill(small_disk)
-    batch = [cancellation() for _ in range(1000)]
+    batch = [unique_cancellation() for _ in range(1000)]
     refused = post(proc, batch)
     assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert refused.json() == {"error": "state cannot be written; retry later"}
@@ -163,9 +159,9 @@ def test_unwritable_state_files_answer_503(serve: Callable[..., ServeProcess]) -
     state_files = [str(path) for path in proc.state_dir.iterdir()]  # the database, its WAL and shared memory
     subprocess.run(["chattr", "+i", *state_files], check=True)
     try:
-        assert post(proc, cancellation()).status_code == 503
+        assert post(proc, unique_cancellation()).status_code == 503
         assert requests.get(f"{proc.url}/readyz", timeout=5).json()["status"] == "unavailable"
     finally:
         subprocess.run(["chattr", "-i", *state_files], check=True)
     eventually(lambda: requests.get(f"{proc.url}/readyz", timeout=5).status_code == 200)
-    assert post(proc, cancellation()).status_code == 200
+    assert post(proc, unique_cancellation()).status_code == 200
