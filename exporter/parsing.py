@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Collection, Mapping
 
-import ulid
-
 from exporter.records import Cancellation, Ignored, ParsedEvent, Signal
+from exporter.run_ids import scheduled_at_ms
 
 CANCELLED = "inngest/function.cancelled"
 FINISHED = "inngest/function.finished"
@@ -76,16 +75,6 @@ def _type_name(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
-def _ulid_ms(run_id: str) -> int | None:
-    """The ULID's timestamp (when the run was scheduled), or None when the id is not a ULID."""
-    if len(run_id) != 26:
-        return None
-    try:
-        return ulid.ULID.from_str(run_id).milliseconds
-    except ValueError:
-        return None
-
-
 def _trigger(data: Mapping[str, Any], index: int | None) -> Mapping[str, Any] | None:
     event = data.get("event")
     if event is None:
@@ -130,7 +119,7 @@ def parse_event(raw: Any, *, signal_names: Collection[str], now_ms: int, index: 
         function_id = _text(data.get("function_id"), _where(index, "data.function_id"), required=True, max_length=MAX_ID_LENGTH)
         assert run_id is not None and function_id is not None
         trigger = _trigger(data, index)
-        scheduled_ms = _ulid_ms(run_id)
+        scheduled_ms = scheduled_at_ms(run_id)
         if scheduled_ms is None and trigger is not None:
             scheduled_ms = _epoch_ms(trigger.get("ts"), _where(index, "data.event.ts"))
         return Cancellation(
