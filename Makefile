@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install tools clean
+.PHONY: run test install tools bench clean
 
 run: $(STAMP)  ## Run the exporter on :9469 in development mode with the example config
 	# bulk cancellations are polled from `simulate`'s stand-in for the Inngest REST API on :9470
@@ -14,6 +14,9 @@ run: $(STAMP)  ## Run the exporter on :9469 in development mode with the example
 
 test: $(STAMP) tools  ## Install everything the tests need, then run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## Performance benchmark: every figure side by side (installs Debian's wrk if missing); QUICK=1 for a smoke run
+	$(BIN)/python -m bench.performance $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 install: $(STAMP)
 

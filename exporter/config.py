@@ -6,6 +6,7 @@ CEL expressions are compiled here so a typo fails `check-config`, not a run.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -95,7 +96,7 @@ class Config(_Strict):
                 raise ValueError(f"{name!r} is reserved by the exporter's own series")
         return labels
 
-    @property
+    @functools.cached_property
     def signal_names(self) -> frozenset[str]:
         """Every event name that some function's `cancel_on` listens to."""
         return frozenset(rule.event for fn in self.functions.values() for rule in fn.cancel_on)
