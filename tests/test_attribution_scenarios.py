@@ -29,7 +29,6 @@ from tests.support.scenarios import (
     NOTIFY,
     SECOND,
     SYNC,
-    WINDOW_AFTER_CANCELLATION,
     Profile,
     Run,
     ScenarioBuilder,
