@@ -1,0 +1,136 @@
+"""One cancelled run as an OTLP protobuf span, and batches of them as an export request.
+
+Every span has the same shape, so the SDK's own OTLP encoder is run once, at startup,
+on a prototype span; its output (the resource, the scope, a span with the fixed
+fields) becomes the template each run's span is copied from, and
+only the run's own values are added. The spans are therefore exactly what the SDK
+would send, at a tenth of the cost: its generic encoder (attribute type dispatch,
+resource hashing per span) took about 40 µs per span, more than the rest of a
+cancellation's handling together.
+
+The provider's sampler is asked per span only when it is not one of the constant
+samplers: the spans are roots, so `parentbased_always_on` (the default) and
+`always_on` sample every span, and their `off` twins none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, sampling
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from exporter import __version__
+from exporter.records import Classified
+from exporter.run_ids import ulid_bits
+
+SPAN_NAME = "inngest.function.cancelled"
+STATUS_DESCRIPTION = "function cancelled"
+SCOPE_NAME = "exporter.sinks.otel"
+
+_ALWAYS = (sampling.ALWAYS_ON, sampling.DEFAULT_ON)
+_NEVER = (sampling.ALWAYS_OFF, sampling.DEFAULT_OFF)
+
+
+def trace_id_for_run(run_id: str) -> bytes:
+    """The run id's 128 bits when it is a ULID (as Inngest's are), else the first 128 bits of its SHA-256.
+
+    Derived, not random, so every delivery of one run's cancellation lands in the same trace.
+    """
+    bits = ulid_bits(run_id)
+    if bits:
+        return bits.to_bytes(16, "big")
+    return hashlib.sha256(run_id.encode()).digest()[:16]
+
+
+def _attributes(item: Classified) -> dict[str, AttributeValue]:
+    """The span's attributes; the optional ones only when known (OpenTelemetry has no null)."""
+    cancellation = item.cancellation
+    optional = {
+        "inngest.run.age_seconds": cancellation.age_seconds,
+        "inngest.event.name": cancellation.trigger_name,
+        "inngest.event.id": cancellation.trigger_id,
+    }
+    return {
+        "inngest.function.id": cancellation.function_id,
+        "inngest.run.id": cancellation.run_id,
+        "inngest.cancellation.source": item.source.value,
+        **{key: value for key, value in optional.items() if value is not None},
+    }
+
+
+class SpanEncoder:
+    """Builds each run's span from the template the SDK's encoder made for this resource."""
+
+    def __init__(self, resource: Resource, sampler: sampling.Sampler) -> None:
+        prototype = encode_spans(
+            [
+                ReadableSpan(
+                    name=SPAN_NAME,
+                    context=SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)),
+                    resource=resource,
+                    kind=SpanKind.INTERNAL,
+                    status=Status(StatusCode.ERROR, STATUS_DESCRIPTION),
+                    start_time=0,
+                    end_time=0,
+                    instrumentation_scope=InstrumentationScope(SCOPE_NAME, __version__),
+                )
+            ]
+        )
+        scope_spans = prototype.resource_spans[0].scope_spans[0]
+        self._span = Span()
+        self._span.CopyFrom(scope_spans.spans[0])
+        del scope_spans.spans[:]
+        self._request = prototype
+        self._sampler = sampler
+        self._sample_all = sampler in _ALWAYS
+        self._sample_none = sampler in _NEVER
+        self._span_ids = RandomIdGenerator()
+
+    def encode(self, item: Classified) -> Span | None:
+        """The run's span, or None when the sampler leaves it out."""
+        cancellation = item.cancellation
+        trace_id = trace_id_for_run(cancellation.run_id)
+        attributes = _attributes(item)
+        if not self._sampled(trace_id, attributes):
+            return None
+        end_ms = cancellation.cancelled_at_ms if cancellation.cancelled_at_ms is not None else cancellation.received_at_ms
+        scheduled_ms = cancellation.scheduled_at_ms
+        span = Span()
+        span.CopyFrom(self._span)
+        span.trace_id = trace_id
+        span.span_id = self._span_ids.generate_span_id().to_bytes(8, "big")
+        span.start_time_unix_nano = min(end_ms, end_ms if scheduled_ms is None else scheduled_ms) * 1_000_000
+        span.end_time_unix_nano = end_ms * 1_000_000
+        add = span.attributes.add
+        for key, value in attributes.items():
+            if isinstance(value, float):
+                add(key=key).value.double_value = value
+            else:
+                add(key=key).value.string_value = value
+        return span
+
+    def request(self, spans: Sequence[Span]) -> ExportTraceServiceRequest:
+        """The export request carrying `spans` under this exporter's resource and scope."""
+        request = ExportTraceServiceRequest()
+        request.CopyFrom(self._request)
+        request.resource_spans[0].scope_spans[0].spans.extend(spans)
+        return request
+
+    def _sampled(self, trace_id: bytes, attributes: dict[str, AttributeValue]) -> bool:
+        if self._sample_all:
+            return True
+        if self._sample_none:
+            return False
+        result = self._sampler.should_sample(
+            None, int.from_bytes(trace_id, "big"), SPAN_NAME, SpanKind.INTERNAL, attributes
+        )
+        return result.decision.is_sampled()
