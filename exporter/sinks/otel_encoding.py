@@ -2,8 +2,8 @@
 
 Every span has the same shape, so the SDK's own OTLP encoder is run once, at startup,
 on a prototype span; its output (the resource, the scope, a span with the fixed
-fields) becomes the template each run's span is copied from, and
-only the run's own values are added. The spans are therefore exactly what the SDK
+fields and every attribute) becomes the template each run's span is copied from, and
+only the run's own values are set. The spans are therefore exactly what the SDK
 would send, at a tenth of the cost: its generic encoder (attribute type dispatch,
 resource hashing per span) took about 40 µs per span, more than the rest of a
 cancellation's handling together.
@@ -20,6 +20,7 @@ from typing import Sequence
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, sampling
@@ -29,7 +30,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
-from exporter.records import Classified
+from exporter.records import Cancellation, Classified, Source
 from exporter.run_ids import ulid_bits
 
 SPAN_NAME = "inngest.function.cancelled"
@@ -67,16 +68,32 @@ def _attributes(item: Classified) -> dict[str, AttributeValue]:
     }
 
 
+def _set(field: AnyValue, value: AttributeValue) -> None:
+    if isinstance(value, float):
+        field.double_value = value
+    else:
+        field.string_value = value
+
+
 class SpanEncoder:
     """Builds each run's span from the template the SDK's encoder made for this resource."""
 
     def __init__(self, resource: Resource, sampler: sampling.Sampler) -> None:
+        # a run with every optional fact known, so the template holds every attribute, in `_attributes` order
+        every_fact = Classified(
+            Cancellation(
+                run_id="prototype", function_id="prototype", event_name="", event_id=None, cancelled_at_ms=1,
+                scheduled_at_ms=0, trigger={"name": "", "id": ""}, received_at_ms=1,
+            ),
+            Source.UNKNOWN,
+        )
         prototype = encode_spans(
             [
                 ReadableSpan(
                     name=SPAN_NAME,
                     context=SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)),
                     resource=resource,
+                    attributes=_attributes(every_fact),
                     kind=SpanKind.INTERNAL,
                     status=Status(StatusCode.ERROR, STATUS_DESCRIPTION),
                     start_time=0,
@@ -110,12 +127,14 @@ class SpanEncoder:
         span.span_id = self._span_ids.generate_span_id().to_bytes(8, "big")
         span.start_time_unix_nano = min(end_ms, end_ms if scheduled_ms is None else scheduled_ms) * 1_000_000
         span.end_time_unix_nano = end_ms * 1_000_000
-        add = span.attributes.add
-        for key, value in attributes.items():
-            if isinstance(value, float):
-                add(key=key).value.double_value = value
-            else:
-                add(key=key).value.string_value = value
+        slots = span.attributes
+        if len(attributes) == len(slots):  # every fact known: the template's slots take the values, in order
+            for slot, value in zip(slots, attributes.values()):
+                _set(slot.value, value)
+        else:
+            del slots[:]
+            for key, value in attributes.items():
+                _set(slots.add(key=key).value, value)
         return span
 
     def request(self, spans: Sequence[Span]) -> ExportTraceServiceRequest:
