@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 from typing import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from exporter.health import HealthMetrics
 from exporter.records import Classified
-from exporter.run_age import HISTOGRAM_BUCKETS
+from exporter.sinks.cancellation_series import CancellationSeries
 
 OVERFLOW = "_overflow"
 
@@ -38,35 +38,18 @@ class FunctionIdGuard:
 
 
 class PrometheusSink:
-    """Counts every classified cancellation and observes its run age."""
+    """Counts every classified cancellation and observes its run age, in the series /metrics writes directly."""
 
     def __init__(
         self, registry: CollectorRegistry, health: HealthMetrics, *, constant_labels: Mapping[str, str], max_functions: int
     ) -> None:
-        names = ["function_id", "source", *constant_labels]
-        self._constant = tuple(constant_labels.values())
         self._guard = FunctionIdGuard(max_functions)
         self._health = health
-        self._cancellations = Counter(
-            "inngest_function_cancellations",
-            "Cancelled Inngest function runs, by function and inferred cancellation source.",
-            names,
-            registry=registry,
-        )
-        self._age = Histogram(
-            "inngest_function_cancelled_run_age_seconds",
-            "Age of cancelled runs (cancellation time minus scheduled time), by function and source.",
-            names,
-            buckets=HISTOGRAM_BUCKETS,
-            registry=registry,
-        )
+        self._series = CancellationSeries(constant_labels)
+        registry.register(self._series)
 
     def emit(self, item: Classified) -> None:
         function_id = self._guard.label(item.cancellation.function_id)
         if function_id == OVERFLOW:
             self._health.function_id_overflow.inc()
-        values = (function_id, item.source.value, *self._constant)
-        self._cancellations.labels(*values).inc()
-        age = item.cancellation.age_seconds
-        if age is not None:
-            self._age.labels(*values).observe(age)
+        self._series.series(function_id, item.source.value).observe(item.cancellation.age_seconds)
