@@ -6,10 +6,14 @@ import json
 from typing import Any
 
 import pytest
+import ulid
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.payloads import fixture_event
 from exporter.parsing import InvalidInput, parse_body
 from exporter.records import Cancellation, Ignored, Signal
+from exporter.run_ids import scheduled_at_ms, ulid_int
 
 NOW = 1_732_570_030_000
 
@@ -104,3 +108,19 @@ def test_lone_surrogate_is_refused_so_the_exposition_stays_valid() -> None:
     body = b'{"name":"inngest/function.cancelled","data":{"run_id":"r","function_id":"\\ud800"}}'
     with pytest.raises(InvalidInput, match="not valid Unicode"):
         parse(body)
+
+
+@settings(max_examples=300)
+@given(bits=st.integers(min_value=0, max_value=2**128 - 1), lower=st.booleans())
+def test_a_ulid_run_id_gives_its_scheduled_time_as_python_ulid_reads_it(bits: int, lower: bool) -> None:
+    run_id = str(ulid.ULID.from_int(bits))
+    run_id = run_id.lower() if lower else run_id
+
+    assert ulid_int(run_id) == bits
+    assert scheduled_at_ms(run_id) == ulid.ULID.from_int(bits).milliseconds
+
+
+@pytest.mark.parametrize("run_id", ["8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "01ARZ3NDEKTSV4RRFFQ69G5FAI", "01ARZ3NDEKTSV4RRFFQ69G5FA", "run-1"])
+def test_a_run_id_that_is_not_a_ulid_has_no_scheduled_time(run_id: str) -> None:
+    assert ulid_int(run_id) is None
+    assert scheduled_at_ms(run_id) is None

@@ -31,7 +31,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
 from exporter.records import Cancellation, Classified, Source
-from exporter.run_ids import ulid_bits
+from exporter.run_ids import ulid_int
 
 SPAN_NAME = "inngest.function.cancelled"
 STATUS_DESCRIPTION = "function cancelled"
@@ -46,8 +46,8 @@ def trace_id_for_run(run_id: str) -> bytes:
 
     Derived, not random, so every delivery of one run's cancellation lands in the same trace.
     """
-    bits = ulid_bits(run_id)
-    if bits:
+    bits = ulid_int(run_id)
+    if bits:  # not the all-zero ULID, which would be OpenTelemetry's invalid trace id
         return bits.to_bytes(16, "big")
     return hashlib.sha256(run_id.encode()).digest()[:16]
 
@@ -55,17 +55,19 @@ def trace_id_for_run(run_id: str) -> bytes:
 def _attributes(item: Classified) -> dict[str, AttributeValue]:
     """The span's attributes; the optional ones only when known (OpenTelemetry has no null)."""
     cancellation = item.cancellation
-    optional = {
-        "inngest.run.age_seconds": cancellation.age_seconds,
-        "inngest.event.name": cancellation.trigger_name,
-        "inngest.event.id": cancellation.trigger_id,
-    }
-    return {
+    attributes: dict[str, AttributeValue] = {
         "inngest.function.id": cancellation.function_id,
         "inngest.run.id": cancellation.run_id,
         "inngest.cancellation.source": item.source.value,
-        **{key: value for key, value in optional.items() if value is not None},
     }
+    for key, value in (
+        ("inngest.run.age_seconds", cancellation.age_seconds),
+        ("inngest.event.name", cancellation.trigger_name),
+        ("inngest.event.id", cancellation.trigger_id),
+    ):
+        if value is not None:
+            attributes[key] = value
+    return attributes
 
 
 def _set(field: AnyValue, value: AttributeValue) -> None:
