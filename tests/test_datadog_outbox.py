@@ -10,10 +10,11 @@ from typing import Iterator
 import pytest
 
 from exporter.records import Classified
-from exporter.sinks.datadog_event import build_payload
+from exporter.sinks.datadog_event import EventFacts, build_payload
 from exporter.sinks.datadog_outbox import DatadogOutbox
 from exporter.state import StateDB
 from tests.support.classified import make_classified
+from tests.support.legacy_outbox import PAYLOAD, legacy_row, write_legacy_outbox
 
 LABELS = {"environment": "test"}
 
@@ -35,15 +36,50 @@ def far_future() -> int:
     return int(time.time() * 1000) + 3_600_000
 
 
-def test_a_staged_event_is_due_at_once_with_its_payload(state: StateDB) -> None:
+def test_a_staged_event_is_due_at_once_with_its_facts_and_payload(state: StateDB) -> None:
     outbox = DatadogOutbox(state, LABELS)
     item = make_classified("run-1")
     stage(state, outbox, item)
     (row,) = outbox.due(far_future(), limit=10)
     assert row.run_id == "run-1"
     assert row.attempts == 0
-    assert json.loads(row.payload) == build_payload(item, LABELS)
+    assert row.event == EventFacts.of(item)
+    assert outbox.payload(row) == build_payload(EventFacts.of(item), LABELS)
     assert outbox.depth() == 1
+
+
+def test_unknown_age_and_trigger_survive_the_row(state: StateDB) -> None:
+    outbox = DatadogOutbox(state, LABELS)
+    item = make_classified(scheduled_at_ms=None, trigger=None, cancelled_at_ms=None)
+    stage(state, outbox, item)
+    (row,) = outbox.due(far_future(), limit=10)
+    assert row.event == EventFacts.of(item)
+
+
+def test_the_labels_are_the_delivering_processs(tmp_path: Path) -> None:
+    first = StateDB(tmp_path / "state")
+    stage(first, DatadogOutbox(first, {"environment": "staging"}), make_classified("run-1"))
+    first.close()
+
+    reopened = StateDB(tmp_path / "state")
+    try:
+        outbox = DatadogOutbox(reopened, {"environment": "production"})
+        (row,) = outbox.due(far_future(), limit=10)
+        assert "environment:production" in outbox.payload(row)["tags"]
+        assert "environment:staging" not in outbox.payload(row)["tags"]
+    finally:
+        reopened.close()
+
+
+def test_stage_all_queues_what_stage_does_and_wakes_the_listeners_once(state: StateDB) -> None:
+    outbox = DatadogOutbox(state, LABELS)
+    calls: list[None] = []
+    outbox.on_stage(lambda: calls.append(None))
+    items = [make_classified(f"run-{n}") for n in range(3)]
+    with state.transaction() as tx:
+        outbox.stage_all(tx, items)
+    assert [row.event for row in outbox.due(far_future(), limit=10)] == [EventFacts.of(item) for item in items]
+    assert len(calls) == 1
 
 
 def test_nothing_is_queued_when_the_ingest_transaction_rolls_back(state: StateDB) -> None:
@@ -89,8 +125,7 @@ def test_due_rows_come_oldest_first_up_to_the_limit_and_delete_forgets_them(stat
     stage(state, outbox, *(make_classified(f"run-{n}") for n in range(3)))
     first_two = outbox.due(far_future(), limit=2)
     assert [r.run_id for r in first_two] == ["run-0", "run-1"]
-    for row in first_two:
-        outbox.delete(row.id)
+    outbox.delete([row.id for row in first_two])
     assert [r.run_id for r in outbox.due(far_future(), limit=10)] == ["run-2"]
     assert outbox.depth() == 1
 
@@ -102,3 +137,48 @@ def test_staging_wakes_the_listeners(state: StateDB) -> None:
     assert outbox.next_attempt_at_ms() is None
     stage(state, outbox, make_classified("run-1"), make_classified("run-2"))
     assert len(calls) == 2
+
+
+def test_rows_queued_by_a_version_that_stored_payloads_keep_their_place_retries_and_payload(tmp_path: Path) -> None:
+    now_ms = int(time.time() * 1000)
+    rows = [
+        legacy_row("01JOLDA", enqueued_at_ms=now_ms - 60_000, attempts=3, next_attempt_at_ms=now_ms - 1_000),
+        legacy_row("01JOLDB", enqueued_at_ms=now_ms - 50_000),
+    ]
+    write_legacy_outbox(tmp_path / "state", rows)
+    state = StateDB(tmp_path / "state")
+    try:
+        outbox = DatadogOutbox(state, LABELS)
+        stage(state, outbox, make_classified("01JNEW"))
+        assert outbox.depth() == 3
+        old_b, old_a, new = outbox.due(far_future(), limit=10)
+        assert [(r.run_id, r.attempts, r.enqueued_at_ms) for r in (old_b, old_a)] == [
+            ("01JOLDB", 0, now_ms - 50_000),
+            ("01JOLDA", 3, now_ms - 60_000),
+        ]
+        assert outbox.payload(old_a) == json.loads(rows[0][1])
+        assert outbox.payload(old_b)["tags"] == PAYLOAD["tags"]  # as stored, with the labels of then
+        assert new.run_id == "01JNEW" and new.id > old_a.id
+        assert outbox.payload(new) == build_payload(EventFacts.of(make_classified("01JNEW")), LABELS)
+    finally:
+        state.close()
+
+
+def test_the_upgraded_table_keeps_its_index_and_its_rows_across_a_restart(tmp_path: Path) -> None:
+    write_legacy_outbox(tmp_path / "state", [legacy_row("01JOLD", enqueued_at_ms=int(time.time() * 1000))])
+    for _ in range(2):
+        state = StateDB(tmp_path / "state")
+        try:
+            outbox = DatadogOutbox(state, LABELS)
+            (row,) = outbox.due(far_future(), limit=10)
+            assert isinstance(row.event, str) and outbox.payload(row)["tags"] == PAYLOAD["tags"]
+            with state.reading() as conn:
+                plan = " ".join(
+                    str(step)
+                    for step in conn.execute(
+                        "EXPLAIN QUERY PLAN SELECT id FROM datadog_outbox WHERE next_attempt_at_ms <= 0"
+                    )
+                )
+            assert "datadog_outbox_by_next_attempt" in plan
+        finally:
+            state.close()

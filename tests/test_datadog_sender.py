@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,9 +16,9 @@ from exporter.health import HealthMetrics
 from exporter.settings import Settings
 from exporter.sinks.datadog_outbox import DatadogOutbox
 from exporter.sinks.datadog_sender import Backoff, DatadogSender, client_configuration
-from exporter.state import StateDB
+from exporter.state import StateDB, StateUnavailable
 from tests.support.classified import make_classified
-from tests.support.waiting import eventually
+from tests.support.legacy_outbox import legacy_row, write_legacy_outbox
 from tests.support.recording_server import (
     RecordingServer,
     bad_request,
@@ -25,6 +27,7 @@ from tests.support.recording_server import (
     rate_limited,
     server_error,
 )
+from tests.support.waiting import eventually
 
 API_KEY = "dd-test-api-key-0123456789abcdef"
 LABELS = {"environment": "test"}
@@ -89,6 +92,8 @@ def test_an_event_is_delivered_once_with_its_tags_text_and_api_key(exporter: Exp
     (request,) = server.requests
     assert (request.method, request.path) == ("POST", "/api/v1/events")
     assert request.headers["DD-API-KEY"] == API_KEY
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"].startswith("datadog-api-client-python/")
     assert "function_id:newsletter-app-import-all-contacts" in request.json["tags"]
     assert "environment:test" in request.json["tags"]
     assert "01JRUN" in request.json["text"]
@@ -200,6 +205,80 @@ def test_stop_returns_while_datadog_hangs_and_the_event_waits_for_the_next_start
 
 def test_the_site_selects_the_api_host_whatever_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DD_SITE", "us5.datadoghq.com")
-    assert client_configuration(Settings(dd_api_key=API_KEY, dd_site="datadoghq.eu"), 5).host == "https://api.datadoghq.eu"
+    assert (
+        client_configuration(Settings(dd_api_key=API_KEY, dd_site="datadoghq.eu"), 5).host == "https://api.datadoghq.eu"
+    )
     with pytest.raises(ValueError, match="DD_SITE"):
         client_configuration(Settings(dd_api_key=API_KEY, dd_site="example.invalid"), 5)
+
+
+def test_many_events_are_each_delivered_once_and_counted_once_forgotten(
+    exporter: Exporter, server: RecordingServer
+) -> None:
+    run_ids = [f"01JRUN{n:03d}" for n in range(30)]
+    exporter.start()
+    exporter.stage(*run_ids)
+    eventually(lambda: exporter.deliveries("sent") == len(run_ids))
+    assert exporter.outbox.depth() == 0  # `sent` moves only once the rows are gone
+    delivered = collections.Counter(request.json["text"].split()[1] for request in server.requests)
+    assert delivered == dict.fromkeys(run_ids, 1)
+
+
+def test_delivered_rows_that_could_not_be_forgotten_are_sent_again_not_lost(
+    exporter: Exporter, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delete = exporter.outbox.delete
+    failures = [StateUnavailable("disk full")]
+
+    def delete_failing_once(row_ids: Sequence[int]) -> None:
+        if failures:
+            raise failures.pop()
+        delete(row_ids)
+
+    monkeypatch.setattr(exporter.outbox, "delete", delete_failing_once)
+    exporter.stage("01JA", "01JB")
+    exporter.start()
+    eventually(lambda: exporter.deliveries("sent") == 2)
+    assert exporter.outbox.depth() == 0
+    texts = sorted(request.json["text"].split()[1] for request in server.requests)
+    assert texts == ["01JA", "01JA", "01JB", "01JB"]  # at-least-once: the window the batched delete leaves
+
+
+def test_events_queued_by_a_version_that_stored_payloads_are_delivered_after_the_upgrade(
+    tmp_path: Path, server: RecordingServer
+) -> None:
+    rows = [
+        legacy_row("01JOLDA", enqueued_at_ms=int(time.time() * 1000)),
+        legacy_row("01JOLDB", enqueued_at_ms=int(time.time() * 1000)),
+    ]
+    write_legacy_outbox(tmp_path / "state", rows)
+    upgraded = Exporter(tmp_path / "state", server)
+    try:
+        upgraded.start()
+        upgraded.stage("01JNEW")
+        eventually(lambda: upgraded.deliveries("sent") == 3)
+        old_a, old_b, new = (request.json for request in server.requests)
+        # as stored, but for the date: the stored event is older than Datadog's window for date_happened
+        assert [old_a, old_b] == [{k: v for k, v in json.loads(row[1]).items() if k != "date_happened"} for row in rows]
+        assert "01JNEW" in new["text"] and "environment:test" in new["tags"]
+        assert upgraded.outbox.depth() == 0
+    finally:
+        upgraded.close()
+
+
+def test_an_unreadable_stored_payload_is_given_up_and_the_rest_delivered(
+    tmp_path: Path, server: RecordingServer
+) -> None:
+    now_ms = int(time.time() * 1000)
+    corrupt = ("01JCORRUPT", "{not json", now_ms, 0, now_ms)
+    write_legacy_outbox(tmp_path / "state", [corrupt, legacy_row("01JFINE", enqueued_at_ms=now_ms)])
+    upgraded = Exporter(tmp_path / "state", server)
+    try:
+        upgraded.start()
+        eventually(lambda: upgraded.deliveries("sent") == 1)
+        assert upgraded.deliveries("gave_up") == 1
+        (request,) = server.requests
+        assert "01JFINE" in request.json["text"]
+        assert upgraded.outbox.depth() == 0
+    finally:
+        upgraded.close()

@@ -4,6 +4,12 @@ Staging happens inside the ingest transaction, so a run is recorded and its even
 together; the sender works the queue from its own thread with short reads and writes,
 so a slow or unreachable Datadog never holds up ingestion, and a restart resumes where
 the last process stopped.
+
+A row holds the event's `EventFacts` as plain columns, not its payload: one INSERT of a
+few values is all that staging costs the ingest transaction, and the payload is built
+when the row is sent. Rows queued by earlier versions hold the whole JSON payload in
+`payload` instead; the table is upgraded in place when the outbox opens (see
+`_upgrade`) and those rows are sent as they were stored, so nothing queued is lost.
 """
 
 from __future__ import annotations
@@ -12,24 +18,42 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from exporter.records import Classified
-from exporter.sinks.datadog_event import build_payload
+from exporter.sinks.datadog_event import EventFacts, build_payload
 from exporter.state import StateDB
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS datadog_outbox (
+_TABLE = "datadog_outbox"
+_COLUMNS = """(
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
+    function_id TEXT,
+    source TEXT,
+    age_seconds REAL,
+    trigger_name TEXT,
+    trigger_id TEXT,
+    happened_ms INTEGER,
+    payload TEXT,
     enqueued_at_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at_ms INTEGER NOT NULL,
     last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS datadog_outbox_by_next_attempt ON datadog_outbox (next_attempt_at_ms);
+)"""
+"""`payload` is set only on rows queued by a version that stored the whole payload; the facts are NULL there."""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {_TABLE} {_COLUMNS};
+CREATE INDEX IF NOT EXISTS datadog_outbox_by_next_attempt ON {_TABLE} (next_attempt_at_ms);
 """
+_FACTS = ", ".join(EventFacts._fields)
+_PLACES = ", ".join("?" * (len(EventFacts._fields) + 2))
+_STAGE = f"INSERT INTO {_TABLE} ({_FACTS}, enqueued_at_ms, next_attempt_at_ms) VALUES ({_PLACES})"
+_DUE = (
+    f"SELECT id, run_id, enqueued_at_ms, attempts, payload, {_FACTS} FROM {_TABLE}"
+    " WHERE next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms, id LIMIT ?"
+)
+_LEGACY_COLUMNS = "id, run_id, payload, enqueued_at_ms, attempts, next_attempt_at_ms, last_error"
+"""The columns of the table as versions that stored whole payloads created it."""
 ERROR_MAX_CHARS = 500
 """`last_error` is for an operator's eye, not a log: a huge response body is cut."""
 
@@ -40,24 +64,33 @@ class OutboxRow:
 
     id: int
     run_id: str
-    """Kept beside the payload so that a give-up can be logged by run."""
-    payload: str
-    """The JSON of `build_payload`; parsed by the sender, so a corrupt row fails alone."""
+    """Kept beside the event so that a give-up can be logged by run."""
     enqueued_at_ms: int
     attempts: int
+    event: EventFacts | str
+    """The facts the payload is built from; or, in a row queued by an earlier version, its JSON payload,
+    which the sender parses, so that a corrupt row fails alone."""
 
 
 class DatadogOutbox:
-    """A `DurableSink` that queues each cancellation's Datadog event, and the queue the sender drains."""
+    """A `DurableSink` that queues each cancellation's Datadog event, and the queue the sender drains.
+
+    The constant labels are applied when an event is sent, not stored with it: they describe
+    the deployment as it is configured now, the same labels this process puts on its Prometheus
+    series, and staging would otherwise copy the same strings into every row of the ingest
+    transaction. An event queued before a restart that changed them carries the new ones.
+    Rows from earlier versions keep the labels their stored payload was built with.
+    """
 
     def __init__(self, state: StateDB, labels: Mapping[str, str]) -> None:
         self._state = state
         self._labels = dict(labels)
         self._listeners: list[Callable[[], None]] = []
+        _upgrade(state)
         state.ensure_schema(_SCHEMA)
 
     def on_stage(self, listener: Callable[[], None]) -> None:
-        """Call `listener` whenever an event is staged, so a sender can wake up instead of polling.
+        """Call `listener` whenever events are staged, so a sender can wake up instead of polling.
 
         The listener runs inside the ingest transaction: it must only signal, never block.
         """
@@ -66,44 +99,80 @@ class DatadogOutbox:
     def stage(self, tx: sqlite3.Connection, item: Classified) -> None:
         """Queue the event inside the caller's transaction: it commits (or not) with the run's record."""
         now_ms = int(time.time() * 1000)
-        tx.execute(
-            "INSERT INTO datadog_outbox (run_id, payload, enqueued_at_ms, next_attempt_at_ms) VALUES (?, ?, ?, ?)",
-            (item.cancellation.run_id, json.dumps(build_payload(item, self._labels)), now_ms, now_ms),
-        )
+        tx.execute(_STAGE, EventFacts.of(item) + (now_ms, now_ms))
+        self._notify()
+
+    def stage_all(self, tx: sqlite3.Connection, items: Iterable[Classified]) -> None:
+        """`stage` for many items at once: one statement for all, and the listeners told once."""
+        now_ms = int(time.time() * 1000)
+        times = (now_ms, now_ms)
+        tx.executemany(_STAGE, [EventFacts.of(item) + times for item in items])
+        self._notify()
+
+    def _notify(self) -> None:
         for listener in self._listeners:
             listener()
 
     def due(self, now_ms: int, limit: int) -> list[OutboxRow]:
         """Rows whose next attempt is due at `now_ms`, oldest first."""
         with self._state.reading() as conn:
-            rows = conn.execute(
-                "SELECT id, run_id, payload, enqueued_at_ms, attempts FROM datadog_outbox"
-                " WHERE next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms, id LIMIT ?",
-                (now_ms, limit),
-            ).fetchall()
-        return [OutboxRow(*row) for row in rows]
+            rows = conn.execute(_DUE, (now_ms, limit)).fetchall()
+        return [
+            OutboxRow(row[0], row[1], row[2], row[3], row[4] if row[4] is not None else EventFacts._make(row[5:]))
+            for row in rows
+        ]
+
+    def payload(self, row: OutboxRow) -> dict[str, Any]:
+        """The Events API body for a row: built from its facts with the current labels, or parsed as stored.
+
+        ValueError (a stored payload that is not JSON) concerns that row alone.
+        """
+        if isinstance(row.event, str):
+            stored: dict[str, Any] = json.loads(row.event)
+            return stored
+        return build_payload(row.event, self._labels)
 
     def next_attempt_at_ms(self) -> int | None:
         """When the earliest row falls due (None when empty), so the sender can sleep until then."""
         with self._state.reading() as conn:
-            (next_ms,) = conn.execute("SELECT MIN(next_attempt_at_ms) FROM datadog_outbox").fetchone()
+            (next_ms,) = conn.execute(f"SELECT MIN(next_attempt_at_ms) FROM {_TABLE}").fetchone()
         return next_ms
 
-    def delete(self, row_id: int) -> None:
-        """Forget a row: delivered, or given up."""
+    def delete(self, row_ids: Sequence[int]) -> None:
+        """Forget rows (delivered, or given up) in one transaction: a commit per row would cost more than its send."""
+        if not row_ids:
+            return
         with self._state.transaction() as tx:
-            tx.execute("DELETE FROM datadog_outbox WHERE id = ?", (row_id,))
+            tx.executemany(f"DELETE FROM {_TABLE} WHERE id = ?", [(row_id,) for row_id in row_ids])
 
     def reschedule(self, row_id: int, next_attempt_at_ms: int, error: str) -> None:
         """Record a failed attempt and when to try again."""
         with self._state.transaction() as tx:
             tx.execute(
-                "UPDATE datadog_outbox SET attempts = attempts + 1, next_attempt_at_ms = ?, last_error = ? WHERE id = ?",
+                f"UPDATE {_TABLE} SET attempts = attempts + 1, next_attempt_at_ms = ?, last_error = ? WHERE id = ?",
                 (next_attempt_at_ms, error[:ERROR_MAX_CHARS], row_id),
             )
 
     def depth(self) -> int:
         """Events waiting for delivery (the outbox-depth gauge)."""
         with self._state.reading() as conn:
-            (count,) = conn.execute("SELECT COUNT(*) FROM datadog_outbox").fetchone()
+            (count,) = conn.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()
         return int(count)
+
+
+def _upgrade(state: StateDB) -> None:
+    """Rebuild a table created by a version that stored whole payloads, keeping every row.
+
+    SQLite cannot relax the old `payload NOT NULL` in place, so the rows are copied into a
+    table of the current layout (ids, attempts and due times unchanged, so the queue's order
+    and retry state carry over) in one transaction: a crash leaves either table whole.
+    """
+    with state.reading() as conn:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_TABLE})")}
+    if not columns or "function_id" in columns:
+        return  # a new state file, or one already in the current layout
+    with state.transaction() as tx:
+        tx.execute(f"CREATE TABLE {_TABLE}_upgrade {_COLUMNS}")
+        tx.execute(f"INSERT INTO {_TABLE}_upgrade ({_LEGACY_COLUMNS}) SELECT {_LEGACY_COLUMNS} FROM {_TABLE}")
+        tx.execute(f"DROP TABLE {_TABLE}")  # and its index, created again by the schema
+        tx.execute(f"ALTER TABLE {_TABLE}_upgrade RENAME TO {_TABLE}")

@@ -7,27 +7,35 @@ as a whole (5xx, 429, timeouts, refused connections) pauses all deliveries for t
 backoff, so an outage costs a trickle of probes rather than one failed request per
 queued event. A rejected API key (401, 403) is treated the same way: it is the
 operator's to fix, and the events must still be there when it is. A refusal of one
-event (any other 4xx) gives that event up at once.
+event (any other 4xx) gives that event up at once, as does a stored payload that cannot
+be read.
+
+Each event costs the sender one HTTP exchange and little else: the body is serialised once
+and posted through the client's connection pool (`_EventsEndpoint`), and the rows of a
+drain are forgotten in one state transaction (`_Finished`), which makes delivery
+at-least-once across a crash; see there.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.exceptions import ApiException
-from datadog_api_client.v1.api.events_api import EventsApi
-from urllib3.util import Retry
+from prometheus_client import Counter
+from urllib3 import Timeout
+from urllib3.util import Retry, parse_url
 
 from exporter.health import HealthMetrics
 from exporter.settings import Settings
-from exporter.sinks.datadog_event import to_request
+from exporter.sinks.datadog_event import request_body
 from exporter.sinks.datadog_outbox import DatadogOutbox, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,10 @@ _RETRIED_CLIENT_ERRORS = frozenset({401, 403, 408})
 """4xx answers about the key or the connection, not the event: retried until the give-up time."""
 _MAX_EXPONENT = 32
 """Beyond this the cap has long been reached; it only keeps the arithmetic finite."""
+EVENTS_PATH = "/api/v1/events"
+"""The Events API (v1) endpoint that `EventsApi.create_event` posts to."""
+FORGET_WITHIN_S = 0.25
+"""Longest a sent event's row waits for its delete before the next send (see `_Finished`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +80,13 @@ class _Failure:
 def _classify(err: Exception) -> _Failure:
     """Retry what may pass later (transport errors, 401/403, 408, 429, 5xx); give up what Datadog refused (other 4xx)."""
     if isinstance(err, ApiException):
-        status = err.status or 0  # 0: a TLS failure, reported by the client without a response
+        status = err.status
         description = f"HTTP {status} {err.reason}: {err.body}" if err.body else f"HTTP {status} {err.reason}"
         if status == 429:
             return _Failure(description, permanent=False, retry_after=_reset_seconds(err.headers or {}))
         return _Failure(description, permanent=400 <= status < 500 and status not in _RETRIED_CLIENT_ERRORS)
-    # ValueError/TypeError: a stored payload the client's model refuses, which no retry can fix.
-    # Anything else (urllib3's timeouts and connection errors among them) may pass later.
-    return _Failure(f"{type(err).__name__}: {err}", permanent=isinstance(err, (ValueError, TypeError)))
+    # urllib3's timeouts, TLS and connection errors among them: they may pass later.
+    return _Failure(f"{type(err).__name__}: {err}", permanent=False)
 
 
 def _reset_seconds(headers: Mapping[str, str]) -> float | None:
@@ -95,8 +106,8 @@ def client_configuration(settings: Settings, request_timeout: float) -> Configur
         api_key={"apiKeyAuth": settings.dd_api_key},
         request_timeout=request_timeout,
         retry_policy=Retry(total=0),
-        # Datadog has the event once it answers 2xx: an unexpected body must not cause a resend.
-        check_return_type=False,
+        # No Accept-Encoding: gzip: the answer to a delivered event is never parsed, so not worth decompressing.
+        compress=False,
     )
     if settings.datadog_url:
         config.host = settings.datadog_url.rstrip("/")
@@ -108,6 +119,89 @@ def client_configuration(settings: Settings, request_timeout: float) -> Configur
     except ValueError as err:
         raise ValueError(f"DD_SITE: {err}") from None
     return config
+
+
+class _EventsEndpoint:
+    """`POST /api/v1/events` through the client's own connection pool, without the client's models.
+
+    `EventsApi.create_event` builds and validates an `EventCreateRequest`, serialises it through
+    the model layer and parses the answer into an `EventCreateResponse`: most of the sender's CPU,
+    all of it holding the GIL that request threads need. This sends the same request from the
+    same client (its User-Agent, the API key header from its configuration, the host its
+    configuration resolves, its timeout, and its pool manager's TLS settings and retry policy)
+    with a body serialised once, and reads the answer only to raise what the client's REST layer
+    raises for it: `ApiException` for anything but 2xx. A 2xx is never parsed, so an unexpected
+    body cannot cause a resend.
+    """
+
+    def __init__(self, client: ApiClient) -> None:
+        configuration = client.configuration
+        api_key = configuration.auth_settings()["apiKeyAuth"]
+        self._headers = {
+            **client.default_headers,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            api_key["key"]: api_key["value"],
+        }
+        url = configuration.host + EVENTS_PATH
+        # The pool the client's pool manager keeps for the host, looked up once rather than per request.
+        self._pool = client.rest_client.pool_manager.connection_from_url(url)
+        self._path = parse_url(url).request_uri
+        self._timeout = Timeout(total=configuration.request_timeout)
+
+    def post(self, body: Mapping[str, Any]) -> None:
+        """Send one event; ApiException when Datadog answers but not 2xx, urllib3's errors when it does not answer."""
+        response = self._pool.urlopen(
+            "POST",
+            self._path,
+            body=json.dumps(body).encode(),
+            headers=self._headers,
+            timeout=self._timeout,
+            redirect=False,
+        )
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+
+
+class _Finished:
+    """The rows a drain is done with (sent or given up), deleted together in one state transaction.
+
+    A transaction per delivered event costs some ten times the CPU of a row in a batched
+    one, and takes the state lock that ingestion waits for once per event. The price is a
+    window in which a crash (`kill -9`) after an event was sent and before its row is
+    deleted makes the next process send it again, so Datadog may show it twice, as it
+    already may when a request times out after Datadog took the event: delivery is
+    at-least-once. The window is kept small: rows are deleted at the end of each drain, and
+    before a send once the oldest has waited FORGET_WITHIN_S, so it spans that long plus one
+    request at most; a stop closes it before the thread ends, unless a request outlives the
+    stop's timeout. The outcome counters move when the rows are deleted, so `sent` never
+    counts an event that is still queued.
+    """
+
+    def __init__(self, outbox: DatadogOutbox, outcomes: Mapping[str, Counter]) -> None:
+        self._outbox = outbox
+        self._outcomes = outcomes
+        self._ids: list[int] = []
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._first_at = 0.0
+
+    def add(self, row_id: int, outcome: str) -> None:
+        if not self._ids:
+            self._first_at = time.monotonic()
+        self._ids.append(row_id)
+        self._counts[outcome] += 1
+
+    def flush_if_waiting(self, seconds: float) -> None:
+        """Delete the rows now if the oldest has waited `seconds`: the next send may take long."""
+        if self._ids and time.monotonic() - self._first_at >= seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._outbox.delete(self._ids)
+        for outcome, count in self._counts.items():
+            self._outcomes[outcome].inc(count)
+        self._ids.clear()
+        self._counts.clear()
 
 
 class DatadogSender:
@@ -128,7 +222,9 @@ class DatadogSender:
             raise ValueError("DD_API_KEY is not set: Datadog forwarding is off")
         self._configuration = client_configuration(settings, request_timeout)
         self._outbox = outbox
-        self._health = health
+        self._outcomes = {
+            outcome: health.datadog_deliveries.labels(outcome) for outcome in ("sent", "retried", "gave_up")
+        }
         self._give_up_after_ms = int(settings.datadog_give_up_after * 1000)
         self._backoff = backoff
         self._poll_interval = poll_interval
@@ -149,11 +245,21 @@ class DatadogSender:
         self._thread.start()
 
     def notify(self) -> None:
-        """Wake the sender: an event was staged and should go now, not at the next poll."""
-        self._wake.set()
+        """Wake the sender: an event was staged and should go now, not at the next poll.
+
+        Called for every staged event, inside the ingest transaction: setting an Event that is
+        already set would only take its lock again. Skipping it cannot lose a wake-up: the
+        sender clears the Event before it reads the outbox, and that read waits for the
+        ingest transaction to commit.
+        """
+        if not self._wake.is_set():
+            self._wake.set()
 
     def stop(self, timeout: float) -> None:
-        """Stop within `timeout` seconds; an event still in flight or undelivered stays queued for the next start."""
+        """Stop within `timeout` seconds; an event still in flight or undelivered stays queued for the next start.
+
+        When a request outlives `timeout`, the events sent just before it may be sent again then (see `_Finished`).
+        """
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -161,11 +267,11 @@ class DatadogSender:
 
     def _run(self) -> None:
         with ApiClient(self._configuration) as client:
-            api = EventsApi(client)
+            endpoint = _EventsEndpoint(client)
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
-                    self._drain(api)
+                    self._drain(endpoint)
                     idle = self._idle_seconds()
                 except Exception:  # a broken state file or a bug must not end deliveries for good
                     if self._stopping.is_set():
@@ -174,14 +280,21 @@ class DatadogSender:
                     idle = self._poll_interval
                 self._wake.wait(idle)
 
-    def _drain(self, api: EventsApi) -> None:
+    def _drain(self, endpoint: _EventsEndpoint) -> None:
         """Send the due events until one shows that Datadog is failing."""
         now_ms = _now_ms()
         if now_ms < self._paused_until_ms:
             return
-        for row in self._outbox.due(now_ms, self._batch_size):
-            if self._stopping.is_set() or not self._deliver(api, row):
-                return
+        finished = _Finished(self._outbox, self._outcomes)
+        try:
+            for row in self._outbox.due(now_ms, self._batch_size):
+                if self._stopping.is_set():
+                    return
+                finished.flush_if_waiting(FORGET_WITHIN_S)
+                if not self._deliver(endpoint, row, finished):
+                    return
+        finally:
+            finished.flush()
 
     def _idle_seconds(self) -> float:
         """How long to wait for the next due event or the end of a pause; a poll at most."""
@@ -191,20 +304,24 @@ class DatadogSender:
         wake_ms = max(next_ms, self._paused_until_ms)
         return min(self._poll_interval, max(0.0, (wake_ms - _now_ms()) / 1000))
 
-    def _deliver(self, api: EventsApi, row: OutboxRow) -> bool:
+    def _deliver(self, endpoint: _EventsEndpoint, row: OutboxRow, finished: _Finished) -> bool:
         """Send one event; False when the failure concerns Datadog as a whole and deliveries should pause."""
         try:
-            api.create_event(to_request(json.loads(row.payload), time.time()))
+            body = request_body(self._outbox.payload(row), time.time())
+        except (ValueError, TypeError) as err:  # a stored payload that is not a JSON object: no retry can fix it
+            self._give_up(row, _Failure(f"unreadable payload: {type(err).__name__}: {err}", permanent=True), finished)
+            return True
+        try:
+            endpoint.post(body)
         except Exception as err:
-            return self._failed(row, _classify(err))
-        self._outbox.delete(row.id)
+            return self._failed(row, _classify(err), finished)
+        finished.add(row.id, "sent")
         self._failures_in_a_row = 0
-        self._health.datadog_deliveries.labels("sent").inc()
         return True
 
-    def _failed(self, row: OutboxRow, failure: _Failure) -> bool:
+    def _failed(self, row: OutboxRow, failure: _Failure, finished: _Finished) -> bool:
         if failure.permanent:
-            self._give_up(row, failure)
+            self._give_up(row, failure, finished)
             return True
         self._failures_in_a_row += 1
         now_ms = _now_ms()
@@ -214,17 +331,18 @@ class DatadogSender:
         self._paused_until_ms = now_ms + int(delay * 1000)
         deadline_ms = row.enqueued_at_ms + self._give_up_after_ms
         if now_ms >= deadline_ms:
-            self._give_up(row, failure)
+            self._give_up(row, failure, finished)
         else:
             # The last attempt is made at the deadline, so an event is never given up before its time.
             self._outbox.reschedule(row.id, min(self._paused_until_ms, deadline_ms), failure.description)
-            self._health.datadog_deliveries.labels("retried").inc()
-            log.info("Datadog event for run %s not delivered, retrying in %.1fs: %s", row.run_id, delay, failure.description)
+            self._outcomes["retried"].inc()
+            log.info(
+                "Datadog event for run %s not delivered, retrying in %.1fs: %s", row.run_id, delay, failure.description
+            )
         return False
 
-    def _give_up(self, row: OutboxRow, failure: _Failure) -> None:
-        self._outbox.delete(row.id)
-        self._health.datadog_deliveries.labels("gave_up").inc()
+    def _give_up(self, row: OutboxRow, failure: _Failure, finished: _Finished) -> None:
+        finished.add(row.id, "gave_up")
         log.warning(
             "gave up the Datadog event for run %s after %d attempt(s) over %.0fs: %s",
             row.run_id,
