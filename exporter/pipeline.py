@@ -78,13 +78,14 @@ class Pipeline:
                         self._pending.hold(tx, event, now_ms + self._grace_ms)
                         summary.pending += 1
                     else:
-                        summary.classified.append(self._stage(tx, event, source))
+                        summary.classified.append(Classified(event, source))
                 elif isinstance(event, Signal):
                     self._signals.record(tx, event)
                     summary.signals += 1
                 else:
                     assert isinstance(event, Ignored)
                     summary.ignored += 1
+            self._stage(tx, summary.classified)
         self._emit(summary.classified)
         self._count(ingress, summary)
         return summary
@@ -93,11 +94,12 @@ class Pipeline:
         """Emit the held cancellations whose grace period has ended, with their final source; how many."""
         with self._state.transaction() as tx:
             released = [
-                self._stage(tx, held, self._final_source(tx, held))
+                Classified(held, self._final_source(tx, held))
                 for held in self._pending.due(tx, self._now_ms(), RELEASE_BATCH)
             ]
             for item in released:
                 self._pending.release(tx, item.cancellation.run_id)
+            self._stage(tx, released)
         self._emit(released)
         return len(released)
 
@@ -114,8 +116,9 @@ class Pipeline:
                 for key, held in page:
                     source = self._classifier.classify(tx, held, final=False)
                     if source is not None:
-                        released.append(self._stage(tx, held, source))
+                        released.append(Classified(held, source))
                         self._pending.release(tx, held.run_id)
+                self._stage(tx, released)
             self._emit(released)
             released_total += len(released)
             if len(page) < RELEASE_BATCH:
@@ -126,11 +129,11 @@ class Pipeline:
         assert source is not None
         return source
 
-    def _stage(self, tx: sqlite3.Connection, cancellation: Cancellation, source: Source) -> Classified:
-        item = Classified(cancellation, source)
-        for sink in self._durable:
-            sink.stage(tx, item)
-        return item
+    def _stage(self, tx: sqlite3.Connection, items: list[Classified]) -> None:
+        """Hand a transaction's classified cancellations to the durable sinks, all at once."""
+        if items:
+            for sink in self._durable:
+                sink.stage_all(tx, items)
 
     def _emit(self, items: list[Classified]) -> None:
         for item in items:

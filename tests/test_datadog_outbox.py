@@ -28,8 +28,7 @@ def state(tmp_path: Path) -> Iterator[StateDB]:
 
 def stage(state: StateDB, outbox: DatadogOutbox, *items: Classified) -> None:
     with state.transaction() as tx:
-        for item in items:
-            outbox.stage(tx, item)
+        outbox.stage_all(tx, items)
 
 
 def far_future() -> int:
@@ -71,7 +70,7 @@ def test_the_labels_are_the_delivering_processs(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_stage_all_queues_what_stage_does_and_wakes_the_listeners_once(state: StateDB) -> None:
+def test_a_requests_items_are_queued_in_order_and_wake_the_listeners_once(state: StateDB) -> None:
     outbox = DatadogOutbox(state, LABELS)
     calls: list[None] = []
     outbox.on_stage(lambda: calls.append(None))
@@ -86,7 +85,7 @@ def test_nothing_is_queued_when_the_ingest_transaction_rolls_back(state: StateDB
     outbox = DatadogOutbox(state, LABELS)
     with pytest.raises(RuntimeError):
         with state.transaction() as tx:
-            outbox.stage(tx, make_classified())
+            outbox.stage_all(tx, [make_classified()])
             raise RuntimeError("ingest failed")
     assert outbox.depth() == 0
 
@@ -128,15 +127,6 @@ def test_due_rows_come_oldest_first_up_to_the_limit_and_delete_forgets_them(stat
     outbox.delete([row.id for row in first_two])
     assert [r.run_id for r in outbox.due(far_future(), limit=10)] == ["run-2"]
     assert outbox.depth() == 1
-
-
-def test_staging_wakes_the_listeners(state: StateDB) -> None:
-    outbox = DatadogOutbox(state, LABELS)
-    calls: list[None] = []
-    outbox.on_stage(lambda: calls.append(None))
-    assert outbox.next_attempt_at_ms() is None
-    stage(state, outbox, make_classified("run-1"), make_classified("run-2"))
-    assert len(calls) == 2
 
 
 def test_rows_queued_by_a_version_that_stored_payloads_keep_their_place_retries_and_payload(tmp_path: Path) -> None:

@@ -60,8 +60,7 @@ class Exporter:
 
     def stage(self, *run_ids: str) -> None:
         with self.state.transaction() as tx:
-            for run_id in run_ids:
-                self.outbox.stage(tx, make_classified(run_id))
+            self.outbox.stage_all(tx, [make_classified(run_id) for run_id in run_ids])
 
     def deliveries(self, outcome: str) -> float:
         return self.registry.get_sample_value(DELIVERIES, {"outcome": outcome}) or 0.0

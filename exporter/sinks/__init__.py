@@ -8,7 +8,7 @@ what it stages is committed together with the dedupe record.
 from __future__ import annotations
 
 import sqlite3
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from exporter.records import Classified
 
@@ -18,4 +18,4 @@ class LiveSink(Protocol):
 
 
 class DurableSink(Protocol):
-    def stage(self, tx: sqlite3.Connection, item: Classified) -> None: ...
+    def stage_all(self, tx: sqlite3.Connection, items: Sequence[Classified]) -> None: ...

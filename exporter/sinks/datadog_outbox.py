@@ -96,20 +96,14 @@ class DatadogOutbox:
         """
         self._listeners.append(listener)
 
-    def stage(self, tx: sqlite3.Connection, item: Classified) -> None:
-        """Queue the event inside the caller's transaction: it commits (or not) with the run's record."""
-        now_ms = int(time.time() * 1000)
-        tx.execute(_STAGE, EventFacts.of(item) + (now_ms, now_ms))
-        self._notify()
-
     def stage_all(self, tx: sqlite3.Connection, items: Iterable[Classified]) -> None:
-        """`stage` for many items at once: one statement for all, and the listeners told once."""
+        """Queue the items' events inside the caller's transaction: they commit (or not) with the runs' records.
+
+        One statement for all of a request's items, and the listeners told once.
+        """
         now_ms = int(time.time() * 1000)
         times = (now_ms, now_ms)
         tx.executemany(_STAGE, [EventFacts.of(item) + times for item in items])
-        self._notify()
-
-    def _notify(self) -> None:
         for listener in self._listeners:
             listener()
 
