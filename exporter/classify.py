@@ -146,10 +146,12 @@ class EvidenceClassifier:
 
     def _signalled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> tuple[bool, bool]:
         """(a matching signal was found, the search was cut short by a signal storm and proves no absence)."""
-        rules = self._rules.get(cancellation.function_id, [])
+        rules = self._rules.get(cancellation.function_id)
+        if not rules:
+            return False, False
         started = self._run_start_ms(cancellation)
         ended = cancellation.cancelled_at_ms
-        if not rules or started is None or ended is None:
+        if started is None or ended is None:
             return False, False
         trigger = cancellation.trigger or {}
         inconclusive = False

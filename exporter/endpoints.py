@@ -126,5 +126,5 @@ def http_error(err: HTTPException) -> tuple[Response, int]:
         ingress = INGRESS_BY_PATH.get(request.path)
         if ingress is not None:
             exporter: Exporter = current_app.extensions["exporter"]
-            exporter.health.events_received.labels(ingress, "too_large").inc()
+            exporter.health.count_received(ingress, "too_large")
     return jsonify(error=message), status

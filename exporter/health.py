@@ -69,15 +69,21 @@ class HealthMetrics:
 
     def _start_at_zero(self) -> None:
         """Create every known outcome's series at 0, so `rate` and `increase` see its first event too."""
-        for ingress in INGRESSES:
-            for outcome in EVENT_OUTCOMES:
-                self.events_received.labels(ingress, outcome)
+        self._received = {
+            (ingress, outcome): self.events_received.labels(ingress, outcome)
+            for ingress in INGRESSES
+            for outcome in EVENT_OUTCOMES
+        }
         for outcome in ("sent", "retried", "gave_up"):
             self.datadog_deliveries.labels(outcome)
         for outcome in ("exported", "dropped"):
             self.spans.labels(outcome)
         for outcome in ("ok", "error"):
             self.bulk_polls.labels(outcome)
+
+    def count_received(self, ingress: str, outcome: str, count: int = 1) -> None:
+        """Count events by ingress and outcome; the series are looked up once, not on every request."""
+        self._received[ingress, outcome].inc(count)
 
     def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time, for state held elsewhere (outbox depth, dedupe size)."""

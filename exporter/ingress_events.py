@@ -26,7 +26,7 @@ class Unauthorized(Exception):
 
 
 def _error(exporter: Exporter, status: int, outcome: str, message: str) -> tuple[Response, int]:
-    exporter.health.events_received.labels(INGRESS, outcome).inc()
+    exporter.health.count_received(INGRESS, outcome)
     return jsonify(error=message), status
 
 

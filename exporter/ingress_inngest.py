@@ -108,13 +108,13 @@ def _build_function(
             )
         except InvalidInput as err:
             # the same event would fail the same way on every retry
-            exporter.health.events_received.labels(INGRESS, "invalid").inc()
+            exporter.health.count_received(INGRESS, "invalid")
             raise inngest.NonRetriableError(str(err)) from None
         try:
             return exporter.pipeline.ingest([parsed], INGRESS).as_json()
         except StateUnavailable:
             # nothing was recorded: a plain exception makes Inngest retry later
-            exporter.health.events_received.labels(INGRESS, "unavailable").inc()
+            exporter.health.count_received(INGRESS, "unavailable")
             raise
 
     return record
@@ -203,14 +203,14 @@ def _screen_request(exporter: Exporter, functions: Collection[str]) -> tuple[Res
     if problem is None:
         return None
     status, message = problem
-    exporter.health.events_received.labels(INGRESS, "invalid").inc()
+    exporter.health.count_received(INGRESS, "invalid")
     return jsonify(error=message), status
 
 
 def _count_unauthorized(exporter: Exporter, response: Response) -> Response:
     """Count every refusal on the endpoint, ours (stale) and the SDK's (missing or wrong MAC)."""
     if request.path == SERVE_PATH and response.status_code == 401:
-        exporter.health.events_received.labels(INGRESS, "unauthorized").inc()
+        exporter.health.count_received(INGRESS, "unauthorized")
     return response
 
 

@@ -151,4 +151,4 @@ class Pipeline:
             ("signal", summary.signals),
         ):
             if count:
-                self._health.events_received.labels(ingress, outcome).inc(count)
+                self._health.count_received(ingress, outcome, count)
