@@ -42,30 +42,34 @@ def _where(index: int | None, key: str) -> str:
     return f"events[{index}].{key}" if index is not None else key
 
 
-def _text(value: Any, where: str, *, required: bool, max_length: int | None = None) -> str | None:
-    """A string field that must be valid Unicode (no lone surrogates) and, if given, not too long."""
+def _text(value: Any, index: int | None, key: str, *, required: bool, max_length: int | None = None) -> str | None:
+    """A string field that must be valid Unicode (no lone surrogates) and, if given, not too long.
+
+    Where the field is (`index`, `key`) is put into words only for an error: most fields are fine.
+    """
     if value is None:
         if required:
-            raise InvalidInput(f"{where}: missing: expected a non-empty string")
+            raise InvalidInput(f"{_where(index, key)}: missing: expected a non-empty string")
         return None
     if not isinstance(value, str) or (required and not value):
-        raise InvalidInput(f"{where}: expected a non-empty string, got {_type_name(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{where}: not valid Unicode (lone surrogate escape)") from None
+        raise InvalidInput(f"{_where(index, key)}: expected a non-empty string, got {_type_name(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{_where(index, key)}: not valid Unicode (lone surrogate escape)") from None
     if max_length is not None and len(value) > max_length:
-        raise InvalidInput(f"{where}: longer than {max_length} characters")
+        raise InvalidInput(f"{_where(index, key)}: longer than {max_length} characters")
     return value
 
 
-def _epoch_ms(value: Any, where: str) -> int | None:
+def _epoch_ms(value: Any, index: int | None, key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
-        raise InvalidInput(f"{where}: expected epoch milliseconds (a number), got {_type_name(value)}")
+        raise InvalidInput(f"{_where(index, key)}: expected epoch milliseconds (a number), got {_type_name(value)}")
     if not 0 <= value < 2**53:
-        raise InvalidInput(f"{where}: epoch milliseconds out of range")
+        raise InvalidInput(f"{_where(index, key)}: epoch milliseconds out of range")
     return int(value)
 
 
@@ -85,9 +89,9 @@ def _trigger(data: Mapping[str, Any], index: int | None) -> Mapping[str, Any] | 
         return None
     if not isinstance(event, dict):
         raise InvalidInput(f"{_where(index, 'data.event')}: expected an object, got {_type_name(event)}")
-    _text(event.get("name"), _where(index, "data.event.name"), required=False)
-    _text(event.get("id"), _where(index, "data.event.id"), required=False)
-    _epoch_ms(event.get("ts"), _where(index, "data.event.ts"))
+    _text(event.get("name"), index, "data.event.name", required=False)
+    _text(event.get("id"), index, "data.event.id", required=False)
+    _epoch_ms(event.get("ts"), index, "data.event.ts")
     return event
 
 
@@ -105,28 +109,28 @@ def parse_event(raw: Any, *, signal_names: Collection[str], now_ms: int, index: 
     """One Inngest event object → Cancellation, Signal or Ignored; InvalidInput when unusable."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"{'events[%d]' % index if index is not None else 'body'}: expected an event object, got {_type_name(raw)}")
-    name = _text(raw.get("name"), _where(index, "name"), required=True)
+    name = _text(raw.get("name"), index, "name", required=True)
     assert name is not None
     data = raw.get("data", {})
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InvalidInput(f"{_where(index, 'data')}: expected an object, got {_type_name(data)}")
-    ts_ms = _epoch_ms(raw.get("ts"), _where(index, "ts"))
+    ts_ms = _epoch_ms(raw.get("ts"), index, "ts")
 
     if is_cancellation(name, data):
-        run_id = _text(data.get("run_id"), _where(index, "data.run_id"), required=True, max_length=MAX_ID_LENGTH)
-        function_id = _text(data.get("function_id"), _where(index, "data.function_id"), required=True, max_length=MAX_ID_LENGTH)
+        run_id = _text(data.get("run_id"), index, "data.run_id", required=True, max_length=MAX_ID_LENGTH)
+        function_id = _text(data.get("function_id"), index, "data.function_id", required=True, max_length=MAX_ID_LENGTH)
         assert run_id is not None and function_id is not None
         trigger = _trigger(data, index)
         scheduled_ms = scheduled_at_ms(run_id)
         if scheduled_ms is None and trigger is not None:
-            scheduled_ms = _epoch_ms(trigger.get("ts"), _where(index, "data.event.ts"))
+            scheduled_ms = _epoch_ms(trigger.get("ts"), index, "data.event.ts")
         return Cancellation(
             run_id=run_id,
             function_id=function_id,
             event_name=name,
-            event_id=_text(raw.get("id"), _where(index, "id"), required=False),
+            event_id=_text(raw.get("id"), index, "id", required=False),
             cancelled_at_ms=ts_ms,
             scheduled_at_ms=scheduled_ms,
             trigger=trigger,
