@@ -17,6 +17,16 @@ from pathlib import Path
 from typing import Iterator
 
 STATE_FILE = "state.sqlite3"
+WAL_CHECKPOINT_PAGES = 4000
+"""WAL pages (16 MiB) between checkpoints, four times SQLite's default.
+
+A checkpoint copies the WAL back into the database file and syncs both, holding the state.
+Cancellations of runs scheduled at scattered times land on scattered pages of the dedupe
+index, about one page per run, so checkpoints were most of a large batch's cost; a page
+changed again before the next checkpoint is copied once. Measured with the benchmark's runs, in
+process, on a state of 100,000 to 300,000 runs: 20 % more events per second in batches of 1,000, and
+no worse p99 for single events over HTTP.
+"""
 
 
 class StateUnavailable(Exception):
@@ -37,6 +47,7 @@ class StateDB:
             self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         except (OSError, sqlite3.Error) as err:
             raise StateUnavailable(f"cannot open state in {state_dir}: {err}") from err
         self.path = state_dir / STATE_FILE
