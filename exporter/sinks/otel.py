@@ -109,7 +109,7 @@ class OtelSink:
         self._batcher.abandon()
 
     def _flush_and_close(self) -> None:
-        self._batcher.close(timeout=None)
+        self._batcher.close()
         self._sender.shutdown()
 
 

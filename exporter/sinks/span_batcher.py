@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class SpanBatcher:
-    """Queues spans from any thread; one daemon thread exports them, `max_batch` at a time."""
+    """Queues spans from any thread; one daemon thread exports them, `max_export_batch_size` at a time."""
 
     def __init__(
         self,
@@ -61,13 +61,12 @@ class SpanBatcher:
         """Count a span that could not be made at all."""
         self._dropped.inc()
 
-    def close(self, timeout: float | None) -> bool:
-        """Admit nothing more and export what is queued; True when the worker finished within `timeout` (None: however long it takes)."""
+    def close(self) -> None:
+        """Admit nothing more, and return once what is queued has been exported (however long that takes)."""
         with self._wake:
             self._closed = True
             self._wake.notify()
-        self._worker.join(timeout)
-        return not self._worker.is_alive()
+        self._worker.join()
 
     def abandon(self) -> None:
         """Give up what is still queued (counted as dropped); a batch in flight is counted when its export ends."""
