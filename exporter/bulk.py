@@ -12,7 +12,6 @@ because a finished bulk cancellation may be dropped from it while its
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
@@ -20,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import requests
 import ulid
 
-from exporter import expressions
+from exporter import clock, expressions
 
 from exporter.health import HealthMetrics
 from exporter.periodic import PeriodicTask
@@ -298,7 +297,7 @@ class BulkPoller:
 
     def poll_once(self) -> bool:
         """Read the whole list and store it; False (logged and counted as an error) when that failed."""
-        started_ms = int(time.time() * 1000)  # before the request: a later cancellation may be missing from the answer
+        started_ms = clock.now_ms()  # before the request: a later cancellation may be missing from the answer
         try:
             windows, problems = self._read_all()
             self._store.record(windows, started_ms)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Mapping
 
 from prometheus_client import CollectorRegistry
 
+from exporter import clock
 from exporter.bulk import BulkPoller, BulkWindowStore
 from exporter.classify import EvidenceClassifier
 from exporter.config import Config
@@ -111,7 +111,7 @@ class Exporter:
         self.started = False
 
     def _prune(self) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         self.dedupe.prune(now_ms)
         self.signals.prune(now_ms)
         if self.bulk_windows is not None:

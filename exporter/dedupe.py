@@ -7,7 +7,6 @@ a run id forgotten after `max_age` is far older than any Inngest redelivery.
 from __future__ import annotations
 
 import sqlite3
-import time
 
 from exporter.state import StateDB
 
@@ -34,9 +33,8 @@ class Dedupe:
         cursor = tx.execute("INSERT OR IGNORE INTO seen_runs VALUES (?, ?)", (run_id, now_ms))
         return cursor.rowcount == 1
 
-    def prune(self, now_ms: int | None = None) -> int:
+    def prune(self, now_ms: int) -> int:
         """Forget entries past the age bound, then the oldest past the size bound; returns how many."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         return self._state.prune(
             "seen_runs", "run_id", "seen_at_ms", older_than_ms=now_ms - self._max_age_ms, max_rows=self._max_entries
         )

@@ -8,11 +8,10 @@ recorded, so a batch with one bad event changes nothing and says which one.
 from __future__ import annotations
 
 import hmac
-import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from exporter import signature
+from exporter import clock, signature
 from exporter.core import Exporter
 from exporter.parsing import InvalidInput, parse_body
 from exporter.state import StateUnavailable
@@ -78,7 +77,7 @@ def post_events() -> tuple[Response, int]:
         events = parse_body(
             body,
             signal_names=exporter.config.signal_names,
-            now_ms=int(time.time() * 1000),
+            now_ms=clock.now_ms(),
             max_events=exporter.settings.max_batch_events,
         )
     except InvalidInput as err:

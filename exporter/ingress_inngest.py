@@ -13,7 +13,6 @@ settings from `INNGEST_*` variables by itself (we hand it ours, so
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Collection
 
 import inngest
@@ -23,7 +22,7 @@ from flask import Flask, Response, jsonify, request
 from inngest._internal import net as sdk_net
 from inngest._internal import server_lib as sdk_server
 
-from exporter import signature
+from exporter import clock, signature
 from exporter.core import Exporter
 from exporter.parsing import CANCELLED, InvalidInput, parse_event
 from exporter.settings import Settings
@@ -104,7 +103,7 @@ def _build_function(
     def record(ctx: inngest.ContextSync) -> dict[str, int]:
         try:
             parsed = parse_event(
-                _as_raw_event(ctx.event), signal_names=exporter.config.signal_names, now_ms=int(time.time() * 1000)
+                _as_raw_event(ctx.event), signal_names=exporter.config.signal_names, now_ms=clock.now_ms()
             )
         except InvalidInput as err:
             # the same event would fail the same way on every retry

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from typing import Callable, Sequence
 
+from exporter import clock
 from exporter.classify import SourceClassifier
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 
 RELEASE_BATCH = 500
 """Most held cancellations emitted per transaction, so a backlog never holds the state lock for long."""
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Pipeline:
@@ -49,7 +45,7 @@ class Pipeline:
         live_sinks: Sequence[LiveSink],
         health: HealthMetrics,
         grace_ms: int,
-        now_ms: Callable[[], int] = wall_clock_ms,
+        now_ms: Callable[[], int] = clock.now_ms,
     ) -> None:
         self._state = state
         self._dedupe = dedupe

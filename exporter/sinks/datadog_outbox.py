@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from exporter import clock
 from exporter.records import Classified
 from exporter.sinks.datadog_event import EventFacts, build_payload
 from exporter.state import StateDB
@@ -101,7 +101,7 @@ class DatadogOutbox:
 
         One statement for all of a request's items, and the listeners told once.
         """
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         times = (now_ms, now_ms)
         tx.executemany(_STAGE, [EventFacts.of(item) + times for item in items])
         for listener in self._listeners:

@@ -33,6 +33,7 @@ from prometheus_client import Counter
 from urllib3 import Timeout
 from urllib3.util import Retry, parse_url
 
+from exporter import clock
 from exporter.health import HealthMetrics
 from exporter.settings import Settings
 from exporter.sinks.datadog_event import request_body
@@ -288,7 +289,7 @@ class DatadogSender:
 
     def _drain(self, endpoint: _EventsEndpoint) -> None:
         """Send the due events until one shows that Datadog is failing."""
-        now_ms = _now_ms()
+        now_ms = clock.now_ms()
         if now_ms < self._paused_until_ms:
             return
         finished = _Finished(self._outbox, self._outcomes)
@@ -323,7 +324,7 @@ class DatadogSender:
         if next_ms is None:
             return self._poll_interval
         wake_ms = max(next_ms, self._paused_until_ms)
-        return min(self._poll_interval, max(0.0, (wake_ms - _now_ms()) / 1000))
+        return min(self._poll_interval, max(0.0, (wake_ms - clock.now_ms()) / 1000))
 
     def _deliver(self, endpoint: _EventsEndpoint, row: OutboxRow, finished: _Finished) -> bool:
         """Send one event; False when the failure concerns Datadog as a whole and deliveries should pause."""
@@ -345,7 +346,7 @@ class DatadogSender:
             self._give_up(row, failure, finished)
             return True
         self._failures_in_a_row += 1
-        now_ms = _now_ms()
+        now_ms = clock.now_ms()
         delay = failure.retry_after
         if delay is None:
             delay = self._backoff.delay(max(row.attempts + 1, self._failures_in_a_row))
@@ -368,11 +369,7 @@ class DatadogSender:
             "gave up the Datadog event for run %s after %d attempt(s) over %.0fs: %s",
             row.run_id,
             row.attempts + 1,
-            (_now_ms() - row.enqueued_at_ms) / 1000,
+            (clock.now_ms() - row.enqueued_at_ms) / 1000,
             failure.description,
         )
 
-
-def _now_ms() -> int:
-    """Wall-clock milliseconds: outbox times are persisted and must mean the same after a restart."""
-    return int(time.time() * 1000)
