@@ -40,6 +40,4 @@ class Dedupe:
         )
 
     def size(self) -> int:
-        with self._state.reading() as conn:
-            (count,) = conn.execute("SELECT COUNT(*) FROM seen_runs").fetchone()
-        return int(count)
+        return self._state.count("seen_runs")

@@ -58,6 +58,4 @@ class PendingStore:
         tx.execute("DELETE FROM pending WHERE run_id = ?", (run_id,))
 
     def size(self) -> int:
-        with self._state.reading() as conn:
-            (count,) = conn.execute("SELECT COUNT(*) FROM pending").fetchone()
-        return int(count)
+        return self._state.count("pending")

@@ -149,9 +149,7 @@ class DatadogOutbox:
 
     def depth(self) -> int:
         """Events waiting for delivery (the outbox-depth gauge)."""
-        with self._state.reading() as conn:
-            (count,) = conn.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()
-        return int(count)
+        return self._state.count(_TABLE)
 
 
 def _upgrade(state: StateDB) -> None:
