@@ -41,6 +41,11 @@ class Cancellation:
     """When the exporter received it; stands in for the end time when `ts` is absent."""
 
     @property
+    def ended_at_ms(self) -> int:
+        """When the run was cancelled (`ts`), else when the exporter received it: a span's end, an event's date."""
+        return self.received_at_ms if self.cancelled_at_ms is None else self.cancelled_at_ms
+
+    @property
     def age_seconds(self) -> float | None:
         """Run age: cancellation time minus scheduled time, never negative; None without both."""
         if self.cancelled_at_ms is None or self.scheduled_at_ms is None:

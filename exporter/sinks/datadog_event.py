@@ -47,7 +47,6 @@ class EventFacts(NamedTuple):
     @classmethod
     def of(cls, item: Classified) -> EventFacts:
         cancellation = item.cancellation
-        happened_ms = cancellation.cancelled_at_ms
         # _make, not the constructor: it skips a Python-level __new__, a third of the cost, on the ingest path
         return cls._make(
             (
@@ -57,7 +56,7 @@ class EventFacts(NamedTuple):
                 cancellation.age_seconds,
                 _bounded(cancellation.trigger_name),
                 _bounded(cancellation.trigger_id),
-                cancellation.received_at_ms if happened_ms is None else happened_ms,
+                cancellation.ended_at_ms,
             )
         )
 

@@ -121,7 +121,7 @@ class SpanEncoder:
         attributes = _attributes(item)
         if not self._sampled(trace_id, attributes):
             return None
-        end_ms = cancellation.cancelled_at_ms if cancellation.cancelled_at_ms is not None else cancellation.received_at_ms
+        end_ms = cancellation.ended_at_ms
         scheduled_ms = cancellation.scheduled_at_ms
         span = Span()
         span.CopyFrom(self._span)
