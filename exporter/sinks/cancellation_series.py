@@ -108,14 +108,19 @@ class CancellationSeries:
         for series in every:
             yield (series, *series.read())
 
+    def _histogram_readings(self) -> Iterator[tuple[Series, list[int], float]]:
+        """The readings of series with an age; one counted but never with an age has no histogram yet,
+        as prometheus_client had no histogram child for it."""
+        for series, _, buckets, age_sum in self._readings():
+            if buckets[-1]:
+                yield series, buckets, age_sum
+
     def _counter_lines(self) -> Iterator[str]:
         for series, cancellations, _, _ in self._readings():
             yield f"{COUNTER}_total{series.label_text} {floatToGoString(cancellations)}\n"
 
     def _histogram_lines(self) -> Iterator[str]:
-        for series, _, buckets, age_sum in self._readings():
-            if buckets[-1] == 0:
-                continue  # counted, but never with an age: prometheus_client had no histogram child for it yet
+        for series, buckets, age_sum in self._histogram_readings():
             opening, closing = f"{HISTOGRAM}_bucket{series.bucket_open}", series.bucket_close
             for le, cumulative in zip(_LE, buckets):
                 yield f"{opening}{le}{closing}{floatToGoString(cumulative)}\n"
@@ -127,9 +132,7 @@ class CancellationSeries:
 
     def _histogram_samples(self) -> list[Sample]:
         samples = []
-        for series, _, buckets, age_sum in self._readings():
-            if buckets[-1] == 0:
-                continue
+        for series, buckets, age_sum in self._histogram_readings():
             samples += [Sample(f"{HISTOGRAM}_bucket", {**series.labels, "le": le}, float(n)) for le, n in zip(_LE, buckets)]
             samples.append(Sample(f"{HISTOGRAM}_count", dict(series.labels), float(buckets[-1])))
             samples.append(Sample(f"{HISTOGRAM}_sum", dict(series.labels), age_sum))
