@@ -43,7 +43,7 @@ class PendingStore:
         rows = tx.execute(
             "SELECT record FROM pending WHERE due_at_ms <= ? ORDER BY due_at_ms LIMIT ?", (now_ms, limit)
         ).fetchall()
-        return [Cancellation(**json.loads(record)) for (record,) in rows]
+        return [_load(record) for (record,) in rows]
 
     def after(self, tx: sqlite3.Connection, key: tuple[int, str], limit: int) -> list[tuple[tuple[int, str], Cancellation]]:
         """Held cancellations after `key` (due time, run id) in that order: pages through all of them."""
@@ -52,10 +52,15 @@ class PendingStore:
             " ORDER BY due_at_ms, run_id LIMIT ?",
             (*key, limit),
         ).fetchall()
-        return [((due, run_id), Cancellation(**json.loads(record))) for due, run_id, record in rows]
+        return [((due, run_id), _load(record)) for due, run_id, record in rows]
 
     def release(self, tx: sqlite3.Connection, run_id: str) -> None:
         tx.execute("DELETE FROM pending WHERE run_id = ?", (run_id,))
 
     def size(self) -> int:
         return self._state.count("pending")
+
+
+def _load(record: str) -> Cancellation:
+    """A held cancellation as `hold` stored it."""
+    return Cancellation(**json.loads(record))
