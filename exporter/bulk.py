@@ -280,7 +280,7 @@ class BulkPoller:
         self._store = store
         self._on_success = on_success
         self._url = settings.api_base_url.rstrip("/") + LIST_PATH
-        self._keys = [key for key in (settings.signing_key, settings.signing_key_fallback) if key]
+        self._keys = settings.signing_keys
         self._timeout = timeout
         self._health = health
         self._reported: set[str] = set()

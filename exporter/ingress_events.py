@@ -36,7 +36,7 @@ def authenticate(exporter: Exporter, body: bytes) -> None:
         return
     header = request.headers.get(signature.HEADER)
     authorization = request.headers.get("Authorization", "")
-    keys = [key for key in (settings.signing_key, settings.signing_key_fallback) if key]
+    keys = settings.signing_keys
     if header is not None:
         if not keys:
             raise Unauthorized(f"{signature.HEADER} given but this exporter has no INNGEST_SIGNING_KEY")

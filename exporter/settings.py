@@ -123,6 +123,11 @@ class Settings(BaseModel):
     def datadog_enabled(self) -> bool:
         return self.dd_api_key is not None
 
+    @property
+    def signing_keys(self) -> list[str]:
+        """The signing keys in use: the current one, then the fallback during a rotation."""
+        return [key for key in (self.signing_key, self.signing_key_fallback) if key]
+
 
 class SettingsError(Exception):
     """Settings that cannot be used; `problems` holds one line per problem, naming the variable."""
