@@ -1,17 +1,25 @@
 """The one path every event takes, whatever its ingress: dedupe → classify → (hold) → sinks.
 
 Ingress modules parse and authenticate; this module decides, in one state
-transaction per request, which runs are new, what caused each, and what the
-durable sinks must remember. A run with no evidence yet is held for a grace
-period (`exporter.pending`) and emitted by `release_due` once it ends. Live
-sinks are told only after the transaction commits, so nothing is counted that
-was not recorded.
+transaction, which runs are new, what caused each, and what the durable sinks
+must remember. A run with no evidence yet is held for a grace period
+(`exporter.pending`) and emitted by `release_due` once it ends. Live sinks are
+told only after the transaction commits, so nothing is counted that was not
+recorded.
+
+Requests that arrive while another is being recorded share the next transaction
+(group commit, see `Pipeline.ingest`): a commit writes every page it changed, and
+the pages a single cancellation changes (the dedupe index's, the outbox's) are
+mostly the same for the next one, so under load each commit serves several
+requests. Each request still answers only after the commit that holds its events.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
+import threading
 from typing import Callable, Sequence
 
 from exporter import clock
@@ -22,12 +30,27 @@ from exporter.pending import PendingStore
 from exporter.records import Cancellation, Classified, Ignored, IngestSummary, ParsedEvent, Signal, Source
 from exporter.signals import SignalStore
 from exporter.sinks import DurableSink, LiveSink
-from exporter.state import StateDB
+from exporter.state import StateDB, StateUnavailable
 
 log = logging.getLogger(__name__)
 
 RELEASE_BATCH = 500
 """Most held cancellations emitted per transaction, so a backlog never holds the state lock for long."""
+GROUP_COMMIT_EVENTS = 1000
+"""Most events that waiting requests add to one transaction (a request is never split)."""
+
+
+class _Queued:
+    """One `ingest` call's events, waiting for the transaction that records them."""
+
+    __slots__ = ("events", "summary", "error")
+
+    def __init__(self, events: Sequence[ParsedEvent]) -> None:
+        self.events = events
+        self.summary: IngestSummary | None = None
+        """Set once the transaction holding the events has committed."""
+        self.error: BaseException | None = None
+        """Set instead when they could not be recorded."""
 
 
 class Pipeline:
@@ -57,33 +80,84 @@ class Pipeline:
         self._health = health
         self._grace_ms = grace_ms
         self._now_ms = now_ms
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._recording = threading.Lock()
 
     def ingest(self, events: Sequence[ParsedEvent], ingress: str) -> IngestSummary:
-        """Record `events` atomically; raises StateUnavailable (nothing recorded) when state cannot be written."""
-        summary = IngestSummary()
-        now_ms = self._now_ms()
-        with self._state.transaction() as tx:
-            for event in events:
-                if isinstance(event, Cancellation):
-                    if not self._dedupe.claim(tx, event.run_id, now_ms):
-                        summary.duplicates += 1
-                        continue
-                    summary.accepted += 1
-                    source = self._classifier.classify(tx, event, final=False)
-                    if source is None:
-                        self._pending.hold(tx, event, now_ms + self._grace_ms)
-                        summary.pending += 1
-                    else:
-                        summary.classified.append(Classified(event, source))
-                elif isinstance(event, Signal):
-                    self._signals.record(tx, event)
-                    summary.signals += 1
-                else:
-                    assert isinstance(event, Ignored)
-                    summary.ignored += 1
-            self._stage(tx, summary.classified)
+        """Record `events` atomically; raises StateUnavailable (nothing recorded) when state cannot be written.
+
+        The call queues its events, then waits for the recording lock. Whoever holds it records
+        every queued request (up to GROUP_COMMIT_EVENTS events) in one transaction, so a request
+        that waited may find its events already committed by another thread and return at once.
+        Requests are recorded in the order they queued, each as a whole.
+        """
+        queued = _Queued(events)
+        self._queue.append(queued)
+        with self._recording:
+            while queued.summary is None and queued.error is None:  # earlier requests may fill a group first
+                self._record_queued()
+        if queued.error is not None:
+            raise queued.error
+        summary = queued.summary
+        assert summary is not None
         self._emit(summary.classified)
         self._count(ingress, summary)
+        return summary
+
+    def _record_queued(self) -> None:
+        """Record the queued requests in one transaction; with the recording lock held."""
+        group = [self._queue.popleft()]
+        size = len(group[0].events)
+        while self._queue and size + len(self._queue[0].events) <= GROUP_COMMIT_EVENTS:
+            group.append(self._queue.popleft())
+            size += len(group[-1].events)
+        try:
+            summaries = self._record_group(group)
+        except StateUnavailable as err:
+            for queued in group:
+                queued.error = err
+            return
+        except Exception as err:
+            if len(group) == 1:
+                group[0].error = err
+                return
+            # one request's events broke the transaction: record each alone, so only that one fails
+            for queued in group:
+                try:
+                    (queued.summary,) = self._record_group([queued])
+                except Exception as alone:
+                    queued.error = alone
+            return
+        for queued, summary in zip(group, summaries):
+            queued.summary = summary
+
+    def _record_group(self, group: Sequence[_Queued]) -> list[IngestSummary]:
+        now_ms = self._now_ms()
+        with self._state.transaction() as tx:
+            summaries = [self._record(tx, queued.events, now_ms) for queued in group]
+            self._stage(tx, [item for summary in summaries for item in summary.classified])
+        return summaries
+
+    def _record(self, tx: sqlite3.Connection, events: Sequence[ParsedEvent], now_ms: int) -> IngestSummary:
+        summary = IngestSummary()
+        for event in events:
+            if isinstance(event, Cancellation):
+                if not self._dedupe.claim(tx, event.run_id, now_ms):
+                    summary.duplicates += 1
+                    continue
+                summary.accepted += 1
+                source = self._classifier.classify(tx, event, final=False)
+                if source is None:
+                    self._pending.hold(tx, event, now_ms + self._grace_ms)
+                    summary.pending += 1
+                else:
+                    summary.classified.append(Classified(event, source))
+            elif isinstance(event, Signal):
+                self._signals.record(tx, event)
+                summary.signals += 1
+            else:
+                assert isinstance(event, Ignored)
+                summary.ignored += 1
         return summary
 
     def release_due(self) -> int:
