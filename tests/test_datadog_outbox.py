@@ -129,6 +129,20 @@ def test_due_rows_come_oldest_first_up_to_the_limit_and_delete_forgets_them(stat
     assert outbox.depth() == 1
 
 
+def test_retried_and_fresh_rows_come_in_the_order_they_fell_due_up_to_the_limit(state: StateDB) -> None:
+    outbox = DatadogOutbox(state, LABELS)
+    stage(state, outbox, *(make_classified(f"run-{n}") for n in range(3)))
+    (last,) = [row for row in outbox.due(far_future(), limit=10) if row.run_id == "run-2"]
+    staged_at_ms = last.enqueued_at_ms
+    outbox.reschedule(last.id, staged_at_ms - 10_000, "HTTP 503")  # due before the rows never tried
+    assert outbox.next_attempt_at_ms() == staged_at_ms - 10_000
+    assert [(r.run_id, r.attempts) for r in outbox.due(far_future(), limit=2)] == [("run-2", 1), ("run-0", 0)]
+    outbox.reschedule(last.id, far_future(), "HTTP 503")  # now due after them
+    assert [r.run_id for r in outbox.due(far_future(), limit=10)] == ["run-0", "run-1", "run-2"]
+    assert [r.run_id for r in outbox.due(staged_at_ms, limit=10)] == ["run-0", "run-1"]
+    assert outbox.next_attempt_at_ms() == staged_at_ms
+
+
 def test_rows_queued_by_a_version_that_stored_payloads_keep_their_place_retries_and_payload(tmp_path: Path) -> None:
     now_ms = int(time.time() * 1000)
     rows = [
@@ -154,7 +168,7 @@ def test_rows_queued_by_a_version_that_stored_payloads_keep_their_place_retries_
         state.close()
 
 
-def test_the_upgraded_table_keeps_its_index_and_its_rows_across_a_restart(tmp_path: Path) -> None:
+def test_the_upgraded_table_keeps_its_rows_across_a_restart_and_indexes_only_retries(tmp_path: Path) -> None:
     write_legacy_outbox(tmp_path / "state", [legacy_row("01JOLD", enqueued_at_ms=int(time.time() * 1000))])
     for _ in range(2):
         state = StateDB(tmp_path / "state")
@@ -166,9 +180,11 @@ def test_the_upgraded_table_keeps_its_index_and_its_rows_across_a_restart(tmp_pa
                 plan = " ".join(
                     str(step)
                     for step in conn.execute(
-                        "EXPLAIN QUERY PLAN SELECT id FROM datadog_outbox WHERE next_attempt_at_ms <= 0"
+                        "EXPLAIN QUERY PLAN SELECT id FROM datadog_outbox WHERE attempts > 0 AND next_attempt_at_ms <= 0"
                     )
                 )
-            assert "datadog_outbox_by_next_attempt" in plan
+                indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            assert "datadog_outbox_retries" in plan
+            assert "datadog_outbox_by_next_attempt" not in indexes  # the index of every row is gone
         finally:
             state.close()
