@@ -143,6 +143,13 @@ def test_retried_and_fresh_rows_come_in_the_order_they_fell_due_up_to_the_limit(
     assert outbox.next_attempt_at_ms() == staged_at_ms
 
 
+def test_rows_never_tried_stay_due_when_the_clock_is_set_back(state: StateDB) -> None:
+    outbox = DatadogOutbox(state, LABELS)
+    stage(state, outbox, make_classified("run-1"))
+    (row,) = outbox.due(far_future(), limit=10)
+    assert [r.run_id for r in outbox.due(row.enqueued_at_ms - 60_000, limit=10)] == ["run-1"]
+
+
 def test_rows_queued_by_a_version_that_stored_payloads_keep_their_place_retries_and_payload(tmp_path: Path) -> None:
     now_ms = int(time.time() * 1000)
     rows = [

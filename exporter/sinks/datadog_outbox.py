@@ -50,8 +50,9 @@ CREATE INDEX IF NOT EXISTS datadog_outbox_retries ON {_TABLE} (next_attempt_at_m
 """
 """Only retried rows are indexed by due time; the index of every row that earlier versions kept is dropped.
 
-A row never tried is due from the moment it is staged, and rows are staged in id order, so
-those are read in id order straight from the table. An index of every row's due time cost
+A row never tried is due from the moment it is staged (whatever the clock says later: a clock
+set back must not make the sender scan a backlog for rows due "now"), and rows are staged in id
+order, so those are read in id order straight from the table. An index of every row's due time cost
 each ingest transaction one more page to write (the index's last page): in process, about a
 tenth of the cost of a request of one event. Retried rows are few (a failing Datadog pauses
 deliveries, see the sender) and are found through the partial index, which staging never touches.
@@ -60,7 +61,7 @@ _FACTS = ", ".join(EventFacts._fields)
 _PLACES = ", ".join("?" * (len(EventFacts._fields) + 2))
 _STAGE = f"INSERT INTO {_TABLE} ({_FACTS}, enqueued_at_ms, next_attempt_at_ms) VALUES ({_PLACES})"
 _SELECT = f"SELECT next_attempt_at_ms, id, run_id, enqueued_at_ms, attempts, payload, {_FACTS} FROM {_TABLE}"
-_DUE_FRESH = f"{_SELECT} WHERE attempts = 0 AND next_attempt_at_ms <= ? ORDER BY id LIMIT ?"
+_DUE_FRESH = f"{_SELECT} WHERE attempts = 0 ORDER BY id LIMIT ?"
 _DUE_RETRIED = f"{_SELECT} WHERE attempts > 0 AND next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms, id LIMIT ?"
 _FIRST_FRESH = f"SELECT next_attempt_at_ms FROM {_TABLE} WHERE attempts = 0 ORDER BY id LIMIT 1"
 _FIRST_RETRIED = f"SELECT MIN(next_attempt_at_ms) FROM {_TABLE} WHERE attempts > 0"
@@ -120,9 +121,10 @@ class DatadogOutbox:
             listener()
 
     def due(self, now_ms: int, limit: int) -> list[OutboxRow]:
-        """Rows whose next attempt is due at `now_ms`, in the order they fell due (then by id), at most `limit`."""
+        """Rows whose next attempt is due at `now_ms` (rows never tried always are), in the order they fell due
+        (then by id), at most `limit`."""
         with self._state.reading() as conn:
-            fresh = conn.execute(_DUE_FRESH, (now_ms, limit)).fetchall()
+            fresh = conn.execute(_DUE_FRESH, (limit,)).fetchall()
             retried = conn.execute(_DUE_RETRIED, (now_ms, limit)).fetchall()
         rows = heapq.merge(fresh, retried, key=lambda row: (row[0], row[1]))
         return [
