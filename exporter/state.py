@@ -102,7 +102,7 @@ class StateDB:
         """
         with self.transaction() as tx:
             removed = tx.execute(f"DELETE FROM {table} WHERE {time_column} < ?", (older_than_ms,)).rowcount
-            count = _count(tx, table)
+            count = count_rows(tx, table)
             if count > max_rows:
                 removed += tx.execute(
                     f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} ORDER BY {time_column} LIMIT ?)",
@@ -113,13 +113,14 @@ class StateDB:
     def count(self, table: str) -> int:
         """Rows in one of the components' tables (for their size gauges); `table` is never user input."""
         with self.reading() as conn:
-            return _count(conn, table)
+            return count_rows(conn, table)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
 
-def _count(conn: sqlite3.Connection, table: str) -> int:
+def count_rows(conn: sqlite3.Connection, table: str) -> int:
+    """Rows in `table`, read through `conn` (inside a caller's transaction, say); `table` is never user input."""
     (count,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
     return int(count)

@@ -1,9 +1,11 @@
-"""Durable state: the dedupe record survives a restart and stays bounded."""
+"""Durable state: the dedupe record survives a restart and stays bounded, a generation at a time."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
+from exporter import clock
 from exporter.dedupe import Dedupe
 from exporter.state import StateDB
 
@@ -35,16 +37,63 @@ def test_a_rolled_back_claim_is_not_remembered(tmp_path: Path) -> None:
         assert dedupe.claim(tx, "run-1", 1000)
 
 
-def test_record_is_bounded_in_age_and_size(tmp_path: Path) -> None:
+def claims(db: StateDB, dedupe: Dedupe, run_ids: Iterable[str], now_ms: int) -> list[bool]:
+    with db.transaction() as tx:
+        return [dedupe.claim(tx, run_id, now_ms) for run_id in run_ids]
+
+
+def test_the_newest_max_entries_are_remembered_and_older_run_ids_forgotten_a_generation_at_a_time(tmp_path: Path) -> None:
     db = StateDB(tmp_path)
-    dedupe = Dedupe(db, max_entries=100, max_age_seconds=10)
-    with db.transaction() as tx:
-        for i in range(150):
-            dedupe.claim(tx, f"run-{i}", 100_000 + i)
-        dedupe.claim(tx, "old", 1)
-    dedupe.prune(now_ms=100_200)
+    dedupe = Dedupe(db, max_entries=100, max_age_seconds=3600)
+    now_ms = clock.now_ms()
+    first = [f"run-{i}" for i in range(150)]
+    assert all(claims(db, dedupe, first, now_ms))
+    assert dedupe.prune(now_ms) == 0  # the generation is full: it becomes the previous one, nothing forgotten
+    assert dedupe.size() == 150
+    assert not any(claims(db, dedupe, first, now_ms))  # still remembered, and not counted again
+    assert dedupe.prune(now_ms) == 0  # the new generation is far from full
+    newer = [f"newer-{i}" for i in range(100)]
+    assert all(claims(db, dedupe, newer, now_ms))
+    assert dedupe.prune(now_ms) == 150  # full again: the first generation goes, whole
     assert dedupe.size() == 100
+    assert not any(claims(db, dedupe, newer, now_ms))
+    assert all(claims(db, dedupe, first[:3], now_ms))  # forgotten: a redelivery now counts again
+
+
+def test_a_run_id_is_remembered_at_least_max_age_and_at_most_twice_that(tmp_path: Path) -> None:
+    start_ms = clock.now_ms()
+    db = StateDB(tmp_path)
+    dedupe = Dedupe(db, max_entries=1000, max_age_seconds=10, now_ms=lambda: start_ms)  # the first generation begins
+    assert claims(db, dedupe, ["run-1"], start_ms) == [True]
+    for now_ms in (start_ms + 9_999, start_ms + 10_000, start_ms + 19_999):
+        dedupe.prune(now_ms)
+        assert claims(db, dedupe, ["run-1"], now_ms) == [False], now_ms
+    assert dedupe.prune(start_ms + 20_000) == 1
+    assert claims(db, dedupe, ["run-1"], start_ms + 20_000) == [True]
+
+
+def test_a_record_kept_in_one_table_by_an_earlier_version_keeps_its_run_ids_and_drops_its_time_index(tmp_path: Path) -> None:
+    now_ms = clock.now_ms()
+    db = StateDB(tmp_path)
+    db.ensure_schema(
+        "CREATE TABLE seen_runs (run_id TEXT PRIMARY KEY, seen_at_ms INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE INDEX seen_runs_by_time ON seen_runs (seen_at_ms);"
+    )
     with db.transaction() as tx:
-        assert dedupe.claim(tx, "old", 100_300)  # aged out
-        assert dedupe.claim(tx, "run-0", 100_300)  # oldest, pushed out by size
-        assert not dedupe.claim(tx, "run-149", 100_300)
+        tx.executemany("INSERT INTO seen_runs VALUES (?, ?)", [("old-1", now_ms - 5_000), ("old-2", now_ms - 1_000)])
+    db.close()
+    db = StateDB(tmp_path)
+    dedupe = Dedupe(db, max_entries=1000, max_age_seconds=10)
+    assert claims(db, dedupe, ["old-1", "old-2"], now_ms) == [False, False]
+    with db.reading() as conn:
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "seen_runs_by_time" not in indexes
+    db.close()
+    db = StateDB(tmp_path)  # after a restart: the generation is dated by its oldest run id, seen 5 s before
+    dedupe = Dedupe(db, max_entries=1000, max_age_seconds=10)
+    assert dedupe.prune(now_ms + 5_000) == 0  # 10 s old: it becomes the previous generation
+    assert dedupe.prune(now_ms + 14_999) == 0
+    assert claims(db, dedupe, ["old-1", "old-2"], now_ms + 14_999) == [False, False]
+    assert dedupe.prune(now_ms + 15_000) == 2
+    assert claims(db, dedupe, ["old-1", "old-2"], now_ms + 15_000) == [True, True]
+    db.close()

@@ -87,7 +87,9 @@ class _Simulation:
         self.expression_errors = 0
         self.list_problems: list[str] = []
         self.state = StateDB(state_dir)
-        self.dedupe = Dedupe(self.state, max_entries=settings.dedupe_max_entries, max_age_seconds=settings.dedupe_max_age)
+        self.dedupe = Dedupe(
+            self.state, max_entries=settings.dedupe_max_entries, max_age_seconds=settings.dedupe_max_age, now_ms=self.clock
+        )
         self.signals = SignalStore(self.state, max_entries=MAX_SIGNALS, max_age_seconds=settings.dedupe_max_age)
         bulk = config.bulk_cancellations
         self.bulk = BulkWindowStore(self.state, retention_seconds=bulk.retention) if bulk and bulk.enabled else None
