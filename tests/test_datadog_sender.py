@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import time
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from exporter.health import HealthMetrics
 from exporter.settings import Settings
 from exporter.sinks.datadog_outbox import DatadogOutbox
-from exporter.sinks.datadog_sender import Backoff, DatadogSender, client_configuration
+from exporter.sinks.datadog_sender import IN_FLIGHT, Backoff, DatadogSender, client_configuration
 from exporter.state import StateDB, StateUnavailable
 from tests.support.classified import make_classified
 from tests.support.legacy_outbox import legacy_row, write_legacy_outbox
@@ -144,14 +145,16 @@ def test_an_event_datadog_refuses_is_given_up_at_once_and_logged_without_the_key
     exporter: Exporter, server: RecordingServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="exporter")
-    server.script(bad_request())
+    server.script(bad_request())  # for whichever of the two, sent together, arrives first
     exporter.start()
-    exporter.stage("01JREFUSED", "01JFINE")
+    exporter.stage("01JONE", "01JTWO")
     eventually(lambda: exporter.deliveries("sent") == 1)
     assert exporter.deliveries("gave_up") == 1
     assert exporter.deliveries("retried") == 0
-    assert len(server.requests) == 2
-    assert "01JREFUSED" in caplog.text
+    refused, accepted = (request.json["text"].split()[1] for request in server.requests)
+    assert {refused, accepted} == {"01JONE", "01JTWO"}
+    assert f"gave up the Datadog event for run {refused}" in caplog.text
+    assert accepted not in caplog.text
     assert API_KEY not in caplog.text
 
 
@@ -223,6 +226,34 @@ def test_many_events_are_each_delivered_once_and_counted_once_forgotten(
     assert delivered == dict.fromkeys(run_ids, 1)
 
 
+def test_events_are_sent_several_at_once(exporter: Exporter, server: RecordingServer) -> None:
+    server.script(hang(seconds=2))  # the first request to arrive gets no answer in time
+    exporter.start(request_timeout=1.5)
+    exporter.stage("01JA", "01JB", "01JC")
+    server.wait_for(3, timeout=1.2)  # one at a time, the second would wait for the first's timeout
+    eventually(lambda: exporter.deliveries("sent") == 3)
+    assert exporter.deliveries("retried") == 1
+    delivered = collections.Counter(request.json["text"].split()[1] for request in server.acknowledged)
+    assert delivered == {"01JA": 1, "01JB": 1, "01JC": 1}
+
+
+def test_a_failing_datadog_gets_one_probe_at_a_time_then_everything_once(
+    exporter: Exporter, server: RecordingServer
+) -> None:
+    run_ids = [f"01JRUN{n:02d}" for n in range(10)]
+    exporter.stage(*run_ids)
+    server.outage(0.6)
+    outage_ends = time.monotonic() + 0.6
+    exporter.start()
+    eventually(lambda: exporter.deliveries("sent") == len(run_ids))
+    failed = [request for request in server.requests if request.at < outage_ends]
+    assert len(failed) > IN_FLIGHT  # the first wave failed whole, then probes followed
+    probes = failed[IN_FLIGHT - 1 :]  # from the wave's last request on, each waits for a backoff
+    assert all(later.at - earlier.at >= 0.02 for earlier, later in itertools.pairwise(probes))
+    delivered = collections.Counter(request.json["text"].split()[1] for request in server.acknowledged)
+    assert delivered == dict.fromkeys(run_ids, 1)
+
+
 def test_delivered_rows_that_could_not_be_forgotten_are_sent_again_not_lost(
     exporter: Exporter, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,7 +287,8 @@ def test_events_queued_by_a_version_that_stored_payloads_are_delivered_after_the
         upgraded.start()
         upgraded.stage("01JNEW")
         eventually(lambda: upgraded.deliveries("sent") == 3)
-        old_a, old_b, new = (request.json for request in server.requests)
+        by_run = {request.json["text"].split()[1]: request.json for request in server.requests}  # sent together
+        old_a, old_b, new = by_run["01JOLDA"], by_run["01JOLDB"], by_run["01JNEW"]
         # as stored, but for the date: the stored event is older than Datadog's window for date_happened
         assert [old_a, old_b] == [{k: v for k, v in json.loads(row[1]).items() if k != "date_happened"} for row in rows]
         assert "01JNEW" in new["text"] and "environment:test" in new["tags"]
