@@ -9,9 +9,9 @@ recorded.
 
 Requests that arrive while another is being recorded share the next transaction
 (group commit, see `Pipeline.ingest`): a commit writes every page it changed, and
-of the pages one cancellation changes, the outbox's and the dedupe record's time
-index are the same for the next one (only its run id's page differs), so under
-load each commit serves several requests. Each request still answers only after
+of the pages one cancellation changes, the outbox's last page is the same for the
+next one (only its run id's page in the dedupe record differs), so under load each
+commit serves several requests. Each request still answers only after
 the commit that holds its events.
 """
 

@@ -198,11 +198,8 @@ class _Posts:
         answers: queue.SimpleQueue[tuple[int, _Sent]] = queue.SimpleQueue()
         for index, body in enumerate(bodies):
             self._jobs.put(_Job(index, body, answers))
-        sent: list[_Sent | None] = [None] * len(bodies)
-        for _ in bodies:
-            index, outcome = answers.get()
-            sent[index] = outcome
-        return [outcome for outcome in sent if outcome is not None]
+        arrived = sorted((answers.get() for _ in bodies), key=lambda answer: answer[0])
+        return [outcome for _, outcome in arrived]
 
     def close(self) -> None:
         """Let the threads end once what they are sending is answered."""
