@@ -77,6 +77,7 @@ from tests.conftest import ServeProcess
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
+from tests.support.processes import children, worker_and_core
 from tests.support.waiting import eventually
 
 RESULTS = Path(__file__).resolve().parent / "results" / "performance.json"
@@ -167,27 +168,17 @@ def serving(root: Path, name: str, env: dict[str, str], config: dict[str, Any], 
         proc.stop()
 
 
-def worker_pid(proc: ServeProcess) -> int:
-    """gunicorn's one worker: the master's child."""
+def server_pids(proc: ServeProcess) -> tuple[int, int]:
+    """(gunicorn's one worker, which speaks HTTP; the exporter core it started, which does the event work)."""
     assert proc.proc is not None
     master = proc.proc.pid
-    children = _children(master)
-    if len(children) != 1:
-        raise Problem(f"expected one gunicorn worker under {master}, found {children}")
-    return children[0]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    try:
+        eventually(lambda: worker_and_core(master) is not None, 30)
+    except AssertionError:
+        raise Problem(f"expected one gunicorn worker under {master} and one exporter core under it") from None
+    pids = worker_and_core(master)
+    assert pids is not None
+    return pids
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -237,24 +228,31 @@ class Profiler:
             directory.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def sampling(self, key: str, pid: int) -> Iterator[None]:
-        """Record the stacks of the worker thread holding the GIL (py-spy --gil: where the interpreter's time goes) while the block runs."""
+    def sampling(self, key: str, proc: ServeProcess) -> Iterator[None]:
+        """Record, in the worker and in the core, the stacks of the thread holding the GIL (py-spy --gil: where
+        each interpreter's time goes) while the block runs: `<key>-worker.txt`, `<key>-core.txt`."""
         if self.directory is None:
             yield
             return
-        raw = self.directory / f"{key}.collapsed"
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(raw)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        raws = {role: self.directory / f"{key}-{role}.collapsed" for role in ("worker", "core")}
+        spies = [
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(raw)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for pid, raw in zip(server_pids(proc), raws.values())
+        ]
         time.sleep(0.5)  # attached before the load starts
         try:
             yield
         finally:
-            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
-            spy.wait(timeout=60)
-        if raw.exists():
-            (self.directory / f"{key}.txt").write_text(summarise_collapsed(raw.read_text()), encoding="utf-8")
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            for spy in spies:
+                spy.wait(timeout=60)
+        for raw in raws.values():
+            if raw.exists():
+                raw.with_suffix(".txt").write_text(summarise_collapsed(raw.read_text()), encoding="utf-8")
 
     @contextmanager
     def in_process(self, key: str) -> Iterator[None]:
@@ -411,7 +409,6 @@ def measure_single(
     """Figures 2 and 4 on one server: /healthz, /events, latency at half rate, /api/inngest."""
     env = _server_env(standins, standins.urls.datadog)
     with serving(root, "single", env, storm_config(plan.functions)) as proc:
-        pid = worker_pid(proc)
         run_wrk(proc.url + "/healthz", "plain.lua", seconds=plan.warmup, connections=plan.connections)
         _post_events(proc, plan, template_path, 1, plan.warmup)
         healthz_rounds, single_rounds = [], []
@@ -421,7 +418,7 @@ def measure_single(
             healthz_rounds.append(run_wrk(proc.url + "/healthz", "plain.lua", seconds=plan.seconds, connections=plan.connections))
             check_wrk(healthz_rounds[-1], "GET /healthz")
             before = counted(proc, "events")
-            with profiler.sampling(f"http_single_{number}", pid):
+            with profiler.sampling(f"http_single_{number}", proc):
                 single_rounds.append(_post_events(proc, plan, template_path, 1, plan.seconds))
             check_accepted(proc, "events", before, single_rounds[-1].requests, "POST /events")
         healthz = max(healthz_rounds, key=lambda result: result.rate)
@@ -435,7 +432,7 @@ def measure_single(
             raise Problem(f"paced POST /events: {latency.errors} socket errors, statuses {dict(latency.statuses)}")
         check_accepted(proc, "events", before, len(latency.latencies_ms), "paced POST /events")
 
-        inngest = _invocations(proc, plan, root / "single", template, expected_rate=single.rate, profiler=profiler, pid=pid)
+        inngest = _invocations(proc, plan, root / "single", template, expected_rate=single.rate, profiler=profiler)
         stats = standins.stats()
 
     ratio = single.rate / healthz.rate
@@ -473,7 +470,7 @@ def _drain_outbox(proc: ServeProcess, timeout: float = 120) -> None:
 
 
 def _invocations(
-    proc: ServeProcess, plan: Plan, home: Path, template: EventTemplate, *, expected_rate: float, profiler: Profiler, pid: int
+    proc: ServeProcess, plan: Plan, home: Path, template: EventTemplate, *, expected_rate: float, profiler: Profiler
 ) -> WrkResult:
     """Signed invocations of `record-cancellation`, each a new run, replayed by wrk from pools signed just before."""
     function = InngestDriver(proc.url, SIGNING_KEY).sync().function_for(CANCELLED)
@@ -492,7 +489,7 @@ def _invocations(
 
     replay("invocations-warmup", plan.warmup)
     before = counted(proc, "inngest")
-    with profiler.sampling("http_inngest", pid):
+    with profiler.sampling("http_inngest", proc):
         result = replay("invocations", plan.seconds)
     check_accepted(proc, "inngest", before, result.requests, "POST /api/inngest")
     return result
@@ -512,10 +509,9 @@ def measure_batches(
     for number in range(plan.rounds):
         for name, url in datadog.items():
             with serving(root, f"batch-{name}-{number}", _server_env(standins, url), storm_config(plan.functions)) as proc:
-                pid = worker_pid(proc)
                 _post_events(proc, plan, template_path, plan.batch, plan.warmup)
                 before = counted(proc, "events")
-                with profiler.sampling(f"http_batch_{name}_{number}", pid):
+                with profiler.sampling(f"http_batch_{name}_{number}", proc):
                     result = _post_events(proc, plan, template_path, plan.batch, plan.seconds)
                 check_accepted(proc, "events", before, result.requests * plan.batch, f"batches, Datadog {name}")
                 rounds[name].append({
@@ -547,15 +543,17 @@ def measure_batches(
 def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTemplate) -> list[Figure]:
     """A million new runs over HTTP in batches across `functions` functions, RSS sampled; then /metrics on that state.
 
-    The figure is the worker's VmRSS: the process that holds every series, buffer and
-    connection. gunicorn's master (which only watches the worker) is reported beside
-    it, with the two together as PSS, their shared pages counted once.
+    The figure is the VmRSS of the worker (HTTP) and the core (every series, the state, the
+    sinks' buffers) added up. gunicorn's master (which only watches the worker) is reported
+    beside it, with every process of `serve` together as PSS (shared pages counted once;
+    multiprocessing's resource tracker, a child of the worker, included).
     """
     env = _server_env(standins, standins.urls.datadog)
     args = ("--max-functions", str(plan.functions))
     with serving(root, "memory", env, storm_config(plan.functions), *args) as proc:
         assert proc.proc is not None
-        master, worker = proc.proc.pid, worker_pid(proc)
+        master = proc.proc.pid
+        worker, core = server_pids(proc)
         source = Cancellations(template, plan.functions)
         batches = plan.memory_events // plan.batch
         answered: Tally[int] = Tally()
@@ -563,8 +561,12 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
         stop = threading.Event()
 
         def sample() -> None:
-            (master_rss, master_pss), (worker_rss, worker_pss) = memory_mb(master), memory_mb(worker)
-            samples.append(MemorySample(answered[200] * plan.batch, worker_rss, master_rss, master_pss + worker_pss))
+            readings = {pid: memory_mb(pid) for pid in (master, worker, *children(worker))}
+            worker_rss, core_rss = readings[worker][0], readings[core][0]
+            samples.append(MemorySample(
+                answered[200] * plan.batch, worker_rss + core_rss, worker_rss, core_rss, readings[master][0],
+                sum(pss for _, pss in readings.values()),
+            ))
 
         def sampling() -> None:
             while not stop.wait(0.25):
@@ -588,18 +590,19 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
             raise Problem(f"memory: {batches} batches sent, answers {dict(answered)}")
         after_storm = _time_metrics(proc, plan.metrics_samples)
 
-    peak = max(s.worker_rss for s in samples)
+    peak = max(s.rss for s in samples)
     # Halves compared as wholes: one sample swings by several MB with the batches in flight when it is taken.
     half = plan.memory_events // 2
-    first_half = [s.worker_rss for s in samples if plan.memory_events // 10 <= s.events < half]  # after warm-up
-    second_half = [s.worker_rss for s in samples if s.events >= half]
+    first_half = [s.rss for s in samples if plan.memory_events // 10 <= s.events < half]  # after warm-up
+    second_half = [s.rss for s in samples if s.events >= half]
     first_median, second_median = statistics.median(first_half), statistics.median(second_half)
     growth = second_median - first_median
     peak_growth = max(second_half) - max(first_half)
     return [
         Figure(
             "memory_peak", f"6. RSS peak over {plan.memory_events:,} runs, {plan.functions:,} functions", peak, "MB",
-            beside=f"worker VmRSS; master {max(s.master_rss for s in samples):.0f} MB, both (PSS) "
+            beside=f"VmRSS of worker + core (peaks {max(s.worker_rss for s in samples):.0f} + "
+            f"{max(s.core_rss for s in samples):.0f} MB); master {max(s.master_rss for s in samples):.0f} MB, all (PSS) "
             f"{max(s.total_pss for s in samples):.0f} MB; over HTTP, {plan.memory_events / elapsed:,.0f} events/s",
             target="< 200 MB", met=peak < 200,
             details={"samples": [asdict(s) for s in samples], "seconds": elapsed},
@@ -623,7 +626,10 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
 class MemorySample:
     events: int
     """Runs answered when the sample was taken."""
+    rss: float
+    """worker_rss + core_rss: the figure."""
     worker_rss: float
+    core_rss: float
     master_rss: float
     total_pss: float
 
@@ -651,7 +657,7 @@ def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventT
                 eventually(lambda: _series_count(proc) >= expected, 120)
             except AssertionError:
                 raise Problem(f"/metrics: {_series_count(proc)} function × source series, expected {expected}") from None
-            with profiler.sampling("metrics", worker_pid(proc)):
+            with profiler.sampling("metrics", proc):
                 timings = _time_metrics(proc, plan.metrics_samples)
     figure = _metrics_figure("metrics", f"7. GET /metrics, {functions:,} functions × every source", timings)
     figure.details["series"] = expected

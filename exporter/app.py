@@ -9,19 +9,34 @@ from flask import Flask
 
 from exporter import endpoints, ingress_events, ingress_inngest
 from exporter.config import Config
-from exporter.core import Exporter
+from exporter.core_api import Core
 from exporter.settings import Settings
 
 
-def create_app(settings: Settings, config: Config, environ: Mapping[str, str] = os.environ, *, start: bool = True) -> Flask:
-    """The exporter's WSGI app; `start=False` leaves background work to the caller (tests)."""
+def create_app(
+    settings: Settings,
+    config: Config,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    start: bool = True,
+    core: Core | None = None,
+) -> Flask:
+    """The exporter's WSGI app, in front of `core` (`serve` runs it in a process of its own).
+
+    Without a core, an `Exporter` is built in this process (tests, embedding);
+    `start=False` then leaves its background work to the caller.
+    """
     app = Flask("exporter")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    exporter = Exporter(settings, config, environ)
-    app.extensions["exporter"] = exporter
+    if core is None:
+        from exporter.core import Exporter  # the SDKs behind the sinks load only where the core runs
+
+        exporter = Exporter(settings, config, environ)
+        if start:
+            exporter.start()
+        core = exporter
+    app.extensions["exporter"] = core
     app.register_blueprint(endpoints.blueprint)
     app.register_blueprint(ingress_events.blueprint)
-    ingress_inngest.register(app, exporter)
-    if start:
-        exporter.start()
+    ingress_inngest.register(app, core)
     return app

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from exporter import clock
+from exporter import clock, exposition
 from exporter.bulk import BulkPoller, BulkWindowStore
 from exporter.classify import EvidenceClassifier
 from exporter.config import Config
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
+from exporter.parsing import parse_body, parse_event
 from exporter.pending import PendingStore
 from exporter.periodic import PeriodicTask
 from exporter.pipeline import Pipeline
@@ -40,7 +41,7 @@ MAX_SIGNALS = 100_000
 
 
 class Exporter:
-    """Everything behind the HTTP endpoints: state, pipeline, sinks and background tasks."""
+    """Everything behind the HTTP endpoints: state, pipeline, sinks and background tasks (an `exporter.core_api.Core`)."""
 
     def __init__(self, settings: Settings, config: Config, environ: Mapping[str, str] = os.environ) -> None:
         self.settings = settings
@@ -109,6 +110,33 @@ class Exporter:
         self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
         self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)
         self.started = False
+
+    def ingest_body(self, body: bytes, ingress: str) -> dict[str, int]:
+        events = parse_body(
+            body,
+            signal_names=self.config.signal_names,
+            now_ms=clock.now_ms(),
+            max_events=self.settings.max_batch_events,
+        )
+        return self.pipeline.ingest(events, ingress).as_json()
+
+    def ingest_event(self, raw: dict[str, Any], ingress: str) -> dict[str, int]:
+        event = parse_event(raw, signal_names=self.config.signal_names, now_ms=clock.now_ms())
+        return self.pipeline.ingest([event], ingress).as_json()
+
+    def count_received(self, ingress: str, outcome: str) -> None:
+        self.health.count_received(ingress, outcome)
+
+    def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        return exposition.render(self.registry, accept)
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not self.started:
+            problems.append("not started")
+        if not self.state.writable():
+            problems.append(f"state directory {self.settings.state_dir} is not writable")
+        return problems
 
     def _prune(self) -> None:
         now_ms = clock.now_ms()

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
-
 from flask import Blueprint, Response, current_app, jsonify, request
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
-from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from exporter.core import Exporter
-from exporter.sinks.cancellation_series import SeriesFamily
+from exporter.core_api import Core
+from exporter.state import StateUnavailable
 
 blueprint = Blueprint("endpoints", __name__)
 INGRESS_BY_PATH = {"/events": "events", "/api/inngest": "inngest"}
@@ -22,40 +15,9 @@ INGRESS_BY_PATH = {"/events": "events", "/api/inngest": "inngest"}
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    exporter: Exporter = current_app.extensions["exporter"]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return Response(exposition(exporter.registry, encoder, content_type), content_type=content_type)
-
-
-def exposition(registry: CollectorRegistry, encoder: Callable[[Collector], bytes], content_type: str) -> bytes:
-    """The registry in the negotiated format: the cancellation families written by themselves, the rest by prometheus_client.
-
-    prometheus_client's rendering comes last, so OpenMetrics' `# EOF` ends the whole answer. The
-    cancellation families write metric and label names as they are, which is what the
-    `underscores` and `allow-utf-8` escapings make of them; for the others (`dots`, `values`)
-    prometheus_client renders everything, slowly but right.
-    """
-    if content_type.partition("escaping=")[2] not in ("", UNDERSCORES, ALLOWUTF8):
-        return encoder(registry)
-    openmetrics = content_type.startswith("application/openmetrics-text")
-    own: list[str] = []
-    others: list[Metric] = []
-    for family in registry.collect():
-        if isinstance(family, SeriesFamily):
-            own.append(family.exposition(openmetrics))
-        else:
-            others.append(family)
-    return "".join(own).encode() + encoder(_Families(others))
-
-
-class _Families:
-    """Families already collected, as the collector prometheus_client's encoders take."""
-
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
+    exporter: Core = current_app.extensions["exporter"]
+    body, content_type = exporter.render_metrics(request.headers.get("Accept", ""))
+    return Response(body, content_type=content_type)
 
 
 @blueprint.get("/healthz")
@@ -65,12 +27,8 @@ def healthz() -> tuple[Response, int]:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    exporter: Exporter = current_app.extensions["exporter"]
-    problems = []
-    if not exporter.started:
-        problems.append("not started")
-    if not exporter.state.writable():
-        problems.append(f"state directory {exporter.settings.state_dir} is not writable")
+    exporter: Core = current_app.extensions["exporter"]
+    problems = exporter.problems()
     if problems:
         return jsonify(status="unavailable", problems=problems), 503
     return jsonify(status="ready"), 200
@@ -115,6 +73,14 @@ def read_unread_body(response: Response) -> Response:
     return response
 
 
+@blueprint.app_errorhandler(StateUnavailable)
+def unavailable(err: StateUnavailable) -> tuple[Response, int]:
+    """503 when the core cannot answer (its state cannot be written, or its process is gone): a scraper or probe retries."""
+    response = jsonify(error=str(err) or "the exporter's state is unavailable; retry later")
+    response.headers["Retry-After"] = "5"
+    return response, 503
+
+
 @blueprint.app_errorhandler(HTTPException)
 def http_error(err: HTTPException) -> tuple[Response, int]:
     """Every HTTP error as JSON with a message a client can act on."""
@@ -125,6 +91,6 @@ def http_error(err: HTTPException) -> tuple[Response, int]:
         message = f"body is larger than the limit of {limit} bytes"
         ingress = INGRESS_BY_PATH.get(request.path)
         if ingress is not None:
-            exporter: Exporter = current_app.extensions["exporter"]
-            exporter.health.count_received(ingress, "too_large")
+            exporter: Core = current_app.extensions["exporter"]
+            exporter.count_received(ingress, "too_large")
     return jsonify(error=message), status

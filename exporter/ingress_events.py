@@ -11,9 +11,9 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from exporter import clock, signature
-from exporter.core import Exporter
-from exporter.parsing import InvalidInput, parse_body
+from exporter import signature
+from exporter.core_api import Core
+from exporter.parsing import InvalidInput
 from exporter.state import StateUnavailable
 
 blueprint = Blueprint("events", __name__)
@@ -24,12 +24,12 @@ class Unauthorized(Exception):
     """Credentials missing or wrong; the message says which, never what was expected."""
 
 
-def _error(exporter: Exporter, status: int, outcome: str, message: str) -> tuple[Response, int]:
-    exporter.health.count_received(INGRESS, outcome)
+def _error(exporter: Core, status: int, outcome: str, message: str) -> tuple[Response, int]:
+    exporter.count_received(INGRESS, outcome)
     return jsonify(error=message), status
 
 
-def authenticate(exporter: Exporter, body: bytes) -> None:
+def authenticate(exporter: Core, body: bytes) -> None:
     """Accept a valid signature or bearer token (or anything in dev mode); Unauthorized otherwise."""
     settings = exporter.settings
     if settings.dev:
@@ -65,7 +65,7 @@ def _is_json_content_type(value: str | None) -> bool:
 
 @blueprint.post("/events")
 def post_events() -> tuple[Response, int]:
-    exporter: Exporter = current_app.extensions["exporter"]
+    exporter: Core = current_app.extensions["exporter"]
     if not _is_json_content_type(request.content_type):
         return _error(exporter, 415, "invalid", f"unsupported Content-Type {request.content_type!r}: send application/json")
     body = request.get_data(cache=False)
@@ -74,19 +74,12 @@ def post_events() -> tuple[Response, int]:
     except Unauthorized as err:
         return _error(exporter, 401, "unauthorized", str(err))
     try:
-        events = parse_body(
-            body,
-            signal_names=exporter.config.signal_names,
-            now_ms=clock.now_ms(),
-            max_events=exporter.settings.max_batch_events,
-        )
+        summary = exporter.ingest_body(body, INGRESS)
     except InvalidInput as err:
         return _error(exporter, 400, "invalid", str(err))
-    try:
-        summary = exporter.pipeline.ingest(events, INGRESS)
     except StateUnavailable:
         current_app.logger.exception("state unavailable: refusing events so the sender retries")
         response, status = _error(exporter, 503, "unavailable", "state cannot be written; retry later")
         response.headers["Retry-After"] = "5"
         return response, status
-    return jsonify(summary.as_json()), 200
+    return jsonify(summary), 200

@@ -22,9 +22,9 @@ from flask import Flask, Response, jsonify, request
 from inngest._internal import net as sdk_net
 from inngest._internal import server_lib as sdk_server
 
-from exporter import clock, signature
-from exporter.core import Exporter
-from exporter.parsing import CANCELLED, InvalidInput, parse_event
+from exporter import signature
+from exporter.core_api import Core
+from exporter.parsing import CANCELLED, InvalidInput
 from exporter.settings import Settings
 from exporter.state import StateUnavailable
 
@@ -70,7 +70,7 @@ def _as_raw_event(event: inngest.Event) -> dict[str, Any]:
     return raw
 
 
-def build_functions(client: inngest.Inngest, exporter: Exporter) -> list[inngest.Function[dict[str, int]]]:
+def build_functions(client: inngest.Inngest, exporter: Core) -> list[inngest.Function[dict[str, int]]]:
     """`record-cancellation`, plus `record-cancel-signals[-N]` for the config's cancel signals.
 
     Subscribing to the signals lets Inngest deliver the evidence too, so users need
@@ -86,7 +86,7 @@ def build_functions(client: inngest.Inngest, exporter: Exporter) -> list[inngest
 
 
 def _build_function(
-    client: inngest.Inngest, exporter: Exporter, fn_id: str, name: str, events: list[str]
+    client: inngest.Inngest, exporter: Core, fn_id: str, name: str, events: list[str]
 ) -> inngest.Function[dict[str, int]]:
     """One function that hands its triggering event to the pipeline; its output is the ingest summary.
 
@@ -102,24 +102,20 @@ def _build_function(
     )
     def record(ctx: inngest.ContextSync) -> dict[str, int]:
         try:
-            parsed = parse_event(
-                _as_raw_event(ctx.event), signal_names=exporter.config.signal_names, now_ms=clock.now_ms()
-            )
+            return exporter.ingest_event(_as_raw_event(ctx.event), INGRESS)
         except InvalidInput as err:
             # the same event would fail the same way on every retry
-            exporter.health.count_received(INGRESS, "invalid")
+            exporter.count_received(INGRESS, "invalid")
             raise inngest.NonRetriableError(str(err)) from None
-        try:
-            return exporter.pipeline.ingest([parsed], INGRESS).as_json()
         except StateUnavailable:
             # nothing was recorded: a plain exception makes Inngest retry later
-            exporter.health.count_received(INGRESS, "unavailable")
+            exporter.count_received(INGRESS, "unavailable")
             raise
 
     return record
 
 
-def _refuse_stale_signature(exporter: Exporter) -> tuple[Response, int] | None:
+def _refuse_stale_signature(exporter: Core) -> tuple[Response, int] | None:
     """401 when a signature's timestamp is outside the replay window; the SDK checks only its MAC."""
     header = request.headers.get(signature.HEADER)
     if exporter.settings.dev or header is None:
@@ -175,7 +171,7 @@ def _summary(err: Exception) -> str:
     return "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
 
 
-def _screen_request(exporter: Exporter, functions: Collection[str]) -> tuple[Response, int] | None:
+def _screen_request(exporter: Core, functions: Collection[str]) -> tuple[Response, int] | None:
     """Before the SDK: refuse stale and malformed signatures (401), and requests it would fail on with a 500 (400/404).
 
     Only an authentic request (the SDK's own signature check, or dev mode) is
@@ -202,18 +198,18 @@ def _screen_request(exporter: Exporter, functions: Collection[str]) -> tuple[Res
     if problem is None:
         return None
     status, message = problem
-    exporter.health.count_received(INGRESS, "invalid")
+    exporter.count_received(INGRESS, "invalid")
     return jsonify(error=message), status
 
 
-def _count_unauthorized(exporter: Exporter, response: Response) -> Response:
+def _count_unauthorized(exporter: Core, response: Response) -> Response:
     """Count every refusal on the endpoint, ours (stale) and the SDK's (missing or wrong MAC)."""
     if request.path == SERVE_PATH and response.status_code == 401:
-        exporter.health.count_received(INGRESS, "unauthorized")
+        exporter.count_received(INGRESS, "unauthorized")
     return response
 
 
-def register(app: Flask, exporter: Exporter) -> None:
+def register(app: Flask, exporter: Core) -> None:
     """Serve the exporter's Inngest app on /api/inngest.
 
     In production without a signing key the SDK could verify nothing (and

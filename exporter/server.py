@@ -1,16 +1,20 @@
-"""`serve`: the production HTTP server, gunicorn with ONE worker process and a pool of threads.
+"""`serve`: the production HTTP server, gunicorn with ONE worker process and a pool of threads, and the core beside it.
 
-One process, on purpose: Prometheus counters then report exact totals without
-multiprocess mode, and the SQLite state (dedupe, outbox) has a single writer.
-The exporter's work per event is small, so threads are enough; the benchmark
-in `bench/` measures it. SIGTERM and SIGINT both drain in-flight requests, then
-the worker flushes spans and leaves undelivered Datadog events in the outbox.
+One worker, on purpose: it starts the one exporter core (`exporter.core_process`),
+so Prometheus counters report exact totals without multiprocess mode and the
+SQLite state (dedupe, outbox) has a single writer. The worker speaks HTTP; the
+core, in a process of its own, does the event work, so the two do not queue for
+one interpreter lock; the benchmark in `bench/` measures it. SIGTERM and SIGINT
+both drain in-flight requests, then the core flushes spans and leaves
+undelivered Datadog events in the outbox. If the core dies, the worker is
+replaced (gunicorn starts a new one, which starts a new core).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 from typing import Any, Mapping
 
 from flask import Flask
@@ -19,6 +23,7 @@ from gunicorn.arbiter import Arbiter
 
 from exporter.app import create_app
 from exporter.config import Config
+from exporter.core_process import RemoteCore
 from exporter.settings import Settings
 
 GRACEFUL_TIMEOUT_SECONDS = 20
@@ -36,6 +41,11 @@ def _stop_exporter(_arbiter: Any, worker: Any) -> None:
     app: Flask | None = getattr(worker, "wsgi", None)
     if app is not None:
         app.extensions["exporter"].stop()
+
+
+def _replace_worker(_exit_code: int | None) -> None:
+    """The core died: stop this worker gracefully (requests in flight get their 503s), gunicorn starts a new one."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ExporterServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
@@ -67,13 +77,14 @@ class ExporterServer(BaseApplication):  # type: ignore[misc]  # gunicorn is unty
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        """Build the app inside the worker, after the fork, so its threads and SQLite handle are the worker's.
+        """Start the core and build the app inside the worker, after the fork, so both belong to this worker.
 
         What exists once the app is built (modules, the SDKs, the config) lives as long as the
         process: frozen out of the cyclic garbage collector, so its full collections, which a
         busy worker runs every few hundred requests, do not walk those objects every time.
         """
-        app = create_app(self._settings, self._config, self._environ)
+        core = RemoteCore(self._settings, self._config, on_exit=_replace_worker)
+        app = create_app(self._settings, self._config, self._environ, core=core)
         gc.freeze()
         return app
 

@@ -12,7 +12,7 @@ from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from exporter.endpoints import exposition
+from exporter.exposition import exposition
 from exporter.health import HealthMetrics
 from exporter.records import Classified, Source
 from exporter.run_age import HISTOGRAM_BUCKETS

@@ -1,0 +1,115 @@
+"""The exporter core in its own process: the same answers as in process, and a lifetime tied to the HTTP worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+from exporter.config import parse_config
+from exporter.core_process import CoreUnavailable, RemoteCore
+from exporter.parsing import InvalidInput
+from exporter.settings import load_settings
+from tests.conftest import ServeProcess
+from tests.support.payloads import INGEST_TOKEN, cancellation, fixture_event
+from tests.support.processes import alive, worker_and_core
+from tests.support.waiting import eventually
+
+AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[RemoteCore]:
+    settings = load_settings({"EXPORTER_STATE_DIR": str(tmp_path / "state"), "EXPORTER_INGEST_TOKEN": INGEST_TOKEN})
+    core = RemoteCore(settings, parse_config({}, "test"), on_exit=lambda code: None)
+    yield core
+    core.stop(timeout=5)
+
+
+def test_remote_calls_answer_and_fail_as_in_process(remote: RemoteCore) -> None:
+    body = json.dumps(fixture_event("seed-cancelled-export.json")).encode()
+    assert remote.ingest_body(body, "events") == {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}
+    assert remote.ingest_event(fixture_event("seed-cancelled-export.json"), "inngest")["duplicates"] == 1
+    with pytest.raises(InvalidInput, match="body is an empty array"):
+        remote.ingest_body(b"[]", "events")
+    remote.count_received("events", "unauthorized")
+    text, content_type = remote.render_metrics("")
+    assert content_type.startswith("text/plain")
+    assert b'inngest_function_cancellations_total{' in text
+    assert b'events_received_total{ingress="events",outcome="unauthorized"} 1.0' in text
+    assert remote.problems() == []
+
+
+def test_only_a_caller_with_the_key_is_served(remote: RemoteCore) -> None:
+    with pytest.raises(AuthenticationError):
+        Client(remote.address, family="AF_UNIX", authkey=b"not the key")
+    assert remote.problems() == []  # a refused caller does not disturb the others
+
+
+def test_after_stop_calls_say_the_core_is_unavailable(remote: RemoteCore) -> None:
+    remote.stop(timeout=5)
+    with pytest.raises(CoreUnavailable):
+        remote.ingest_body(json.dumps(cancellation()).encode(), "events")
+    (problem,) = remote.problems()
+    assert "not running" in problem
+
+
+def _worker_and_core(proc: ServeProcess) -> tuple[int, int]:
+    """(gunicorn's worker, the core it started), once both exist."""
+    assert proc.proc is not None
+    master = proc.proc.pid
+    eventually(lambda: worker_and_core(master) is not None, timeout=30)
+    pids = worker_and_core(master)
+    assert pids is not None
+    return pids
+
+
+def _accepts(proc: ServeProcess, run_id: str) -> Callable[[], bool]:
+    def check() -> bool:
+        answer = requests.post(f"{proc.url}/events", json=cancellation(run_id), headers=AUTH, timeout=10)
+        return answer.status_code == 200
+    return check
+
+
+def test_a_core_that_dies_is_replaced_and_its_record_kept(serve: Callable[..., ServeProcess]) -> None:
+    proc = serve()
+    worker, core = _worker_and_core(proc)
+    assert _accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK1")()
+    os.kill(core, signal.SIGKILL)
+    eventually(lambda: not alive(worker), timeout=30)  # the worker without a core leaves; gunicorn starts another
+    new_worker, new_core = _worker_and_core(proc)
+    assert (new_worker, new_core) != (worker, core)
+    eventually(_accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK2"), timeout=30)
+    again = requests.post(f"{proc.url}/events", json=cancellation("01JDJKGTGDVV4DTXHY6XYB7BK1"), headers=AUTH, timeout=10)
+    assert again.json()["duplicates"] == 1
+    assert proc.stop() == 0
+
+
+def test_a_core_whose_worker_dies_stops_by_itself(serve: Callable[..., ServeProcess]) -> None:
+    proc = serve()
+    worker, core = _worker_and_core(proc)
+    os.kill(worker, signal.SIGKILL)
+    eventually(lambda: not alive(core), timeout=30)
+    _worker_and_core(proc)
+    eventually(_accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK3"), timeout=30)
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_serve_leaves_no_process_behind(serve: Callable[..., ServeProcess], sig: int) -> None:
+    """SIGINT goes to the whole process group, as Ctrl-C in a terminal sends it."""
+    proc = serve()
+    worker, core = _worker_and_core(proc)
+    assert _accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK4")()
+    assert proc.proc is not None
+    os.killpg(proc.proc.pid, sig)
+    assert proc.proc.wait(30) == 0
+    eventually(lambda: not alive(worker) and not alive(core), timeout=10)
+    assert "Traceback" not in proc.log()
