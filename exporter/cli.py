@@ -6,6 +6,7 @@ one clear line per problem and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -15,7 +16,6 @@ from typing import Any, Callable, NoReturn
 import click
 
 from exporter.config import Config, ConfigError, load_config
-from exporter.logs import configure_logging
 from exporter.settings import SETTINGS, Settings, SettingsError, load_settings
 from exporter.sinks.otel import check_otel_settings
 from exporter.state import StateDB, StateUnavailable
@@ -85,7 +85,9 @@ def serve(**flags: Any) -> None:
         settings = load_settings(os.environ, flags)
     except SettingsError as err:
         _fail(err.problems)
-    configure_logging(settings.log_level)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     config = _preflight(settings)
     from exporter.server import ExporterServer  # gunicorn is only needed by serve
 

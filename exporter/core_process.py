@@ -38,7 +38,6 @@ from multiprocessing.connection import Client, Connection, Listener, answer_chal
 from typing import TYPE_CHECKING, Any, Callable
 
 from exporter.config import Config
-from exporter.logs import configure_logging
 from exporter.parsing import InvalidInput
 from exporter.settings import Settings
 from exporter.state import StateUnavailable
@@ -52,6 +51,8 @@ CALLS = frozenset({"ingest_body", "ingest_event", "count_received", "render_metr
 """The `Core` methods a connection may call; `stop` comes only through the pipe."""
 START_TIMEOUT_SECONDS = 60.0
 """How long the worker waits for a new core (imports, opening the state) before giving up."""
+ORPHAN_STOP_SECONDS = 5.0
+"""How long a core whose worker died takes to stop: well within SQLite's 10 s wait of the next core for the state."""
 EXIT_GRACE_SECONDS = 5.0
 """How long past its stop timeout a stopping core may take to exit before it is killed."""
 
@@ -71,10 +72,14 @@ class RemoteCore:
         """Where the core listens: an abstract Unix socket (Linux), served only to holders of the key."""
         self._local = threading.local()
         self._stopping = False
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no locks or threads copied mid-use
+        # forked: the core shares the modules already loaded (and their memory) and starts at once; the caller
+        # (serve's worker, before it serves) has no other thread then, so no lock is copied while held
+        context = multiprocessing.get_context("fork")
         self._pipe, core_end = context.Pipe()
         self._process = context.Process(
-            target=run_core, args=(settings, config, self.address, self._authkey, core_end), name="exporter-core"
+            target=run_core,
+            args=(settings, config, self.address, self._authkey, core_end, self._pipe),
+            name="exporter-core",
         )
         self._process.start()
         core_end.close()
@@ -155,10 +160,20 @@ class RemoteCore:
         self._pipe.close()
 
 
-def run_core(settings: Settings, config: Config, address: str, authkey: bytes, pipe: Connection) -> None:
-    """The core process: build the exporter, serve calls until the worker says stop or is gone."""
+def run_core(
+    settings: Settings, config: Config, address: str, authkey: bytes, pipe: Connection, worker_end: Connection
+) -> None:
+    """The core process: build the exporter, serve calls until the worker says stop or is gone.
+
+    `worker_end` is the worker's end of the pipe, copied by the fork: closed at once, so
+    that the pipe closes when the worker is gone.
+    """
+    worker_end.close()
+    for number in signal.valid_signals():  # the worker's handlers (gunicorn's) are not the core's
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the worker decides
-    configure_logging(settings.log_level)
     try:
         from exporter.core import Exporter
 
@@ -176,7 +191,7 @@ def run_core(settings: Settings, config: Config, address: str, authkey: bytes, p
         _, timeout = pipe.recv()
     except EOFError:
         log.warning("the HTTP worker is gone: stopping the exporter core")
-        timeout = 10.0
+        timeout = ORPHAN_STOP_SECONDS
     exporter.stop(timeout)
 
 

@@ -51,6 +51,7 @@ from tests.support.fuzzing import (
 from tests.support.inngest_driver import InngestDriver
 from tests.support.load import Load
 from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, cancellation
+from tests.support.processes import worker_and_core
 from tests.support.waiting import eventually
 
 CANARY = "fuzz-app-canary"
@@ -175,13 +176,13 @@ class FuzzedServer:
         self.ledger.check_nothing_lost()
         assert "Traceback" not in self.server.log(), self.server.log()[-5000:]
 
-    def worker_rss_mib(self) -> float:
-        """Resident memory of gunicorn's one worker process (the master's child), from /proc."""
+    def rss_mib(self) -> float:
+        """Resident memory of gunicorn's worker and the exporter core it forked, added up, from /proc."""
         assert self.server.proc is not None
-        master = self.server.proc.pid
-        (worker,) = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        status = Path(f"/proc/{worker}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+        pids = worker_and_core(self.server.proc.pid)
+        assert pids is not None
+        statuses = [Path(f"/proc/{pid}/status").read_text() for pid in pids]
+        return sum(int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) for status in statuses) / 1024  # type: ignore[union-attr]
 
 
 def test_real_server_survives_fuzzing_over_http(
@@ -201,12 +202,12 @@ def test_real_server_survives_sustained_fuzzing_under_load(
     fuzzed = FuzzedServer(serve, http, tmp_path / "config.yaml")
     with Load(fuzzed.server, threads=2) as load:
         fuzzed.fuzz(share=1)  # warm up: caches, SQLite pages, the function id guard
-        warm = fuzzed.worker_rss_mib()
+        warm = fuzzed.rss_mib()
         fuzzed.fuzz(share=10)
-        end = fuzzed.worker_rss_mib()
+        end = fuzzed.rss_mib()
     assert set(load.statuses) == {200}, load.statuses
     fuzzed.ledger.acknowledged += len(load.acknowledged)
     fuzzed.check_survived()
     print(fuzzed.ledger.summary("soak, serve over HTTP"), f"+ {len(load.acknowledged)} under load; "
-          f"worker RSS {warm:.0f} MiB after warm-up, {end:.0f} MiB at the end")
+          f"worker + core RSS {warm:.0f} MiB after warm-up, {end:.0f} MiB at the end")
     assert end < warm * 1.5 + 32, (warm, end)

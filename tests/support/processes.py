@@ -29,20 +29,7 @@ def alive(pid: int) -> bool:
 
 
 def worker_and_core(master: int) -> tuple[int, int] | None:
-    """(gunicorn's one worker, the exporter core it spawned), or None while either is missing.
-
-    The worker has a second child, multiprocessing's resource tracker; the core is the
-    one started by `multiprocessing.spawn`.
-    """
+    """(gunicorn's one worker, the exporter core it forked), or None while either is missing."""
     workers = children(master)
-    if len(workers) != 1:
-        return None
-    cores = [pid for pid in children(workers[0]) if b"multiprocessing.spawn" in _cmdline(pid)]
+    cores = children(workers[0]) if len(workers) == 1 else []
     return (workers[0], cores[0]) if len(cores) == 1 else None
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return b""
