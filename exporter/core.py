@@ -6,6 +6,7 @@ arguments, so tests can build any piece alone, and `create_app` builds all of it
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Mapping
@@ -111,14 +112,15 @@ class Exporter:
         self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)
         self.started = False
 
-    def ingest_body(self, body: bytes, ingress: str) -> dict[str, int]:
+    def ingest_body(self, body: bytes, ingress: str) -> bytes:
         events = parse_body(
             body,
             signal_names=self.config.signal_names,
             now_ms=clock.now_ms(),
             max_events=self.settings.max_batch_events,
         )
-        return self.pipeline.ingest(events, ingress).as_json()
+        summary = self.pipeline.ingest(events, ingress).as_json()
+        return json.dumps(summary, sort_keys=True, separators=(",", ":")).encode() + b"\n"  # as Flask's jsonify writes it
 
     def ingest_event(self, raw: dict[str, Any], ingress: str) -> dict[str, int]:
         event = parse_event(raw, signal_names=self.config.signal_names, now_ms=clock.now_ms())

@@ -22,16 +22,17 @@ class Core(Protocol):
     settings: Settings
     config: Config
 
-    def ingest_body(self, body: bytes, ingress: str) -> dict[str, int]:
-        """Parse and record a request body (an event or an array); the ingest summary.
+    def ingest_body(self, body: bytes, ingress: str) -> bytes:
+        """Parse and record a request body (an event or an array); the answer's body, the summary as JSON.
 
-        Raises InvalidInput (nothing recorded, the message names the problem) or
+        JSON here rather than in the endpoint: in `serve` the core's process has CPU to spare and
+        the HTTP worker's does not. Raises InvalidInput (nothing recorded, the message names the problem) or
         StateUnavailable (nothing recorded, the sender should retry).
         """
         ...
 
     def ingest_event(self, raw: dict[str, Any], ingress: str) -> dict[str, int]:
-        """Parse and record one event already decoded from JSON; raises as `ingest_body`."""
+        """Parse and record one event already decoded from JSON; the summary. Raises as `ingest_body`."""
         ...
 
     def count_received(self, ingress: str, outcome: str) -> None:

@@ -30,6 +30,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import pickle
 import secrets
 import signal
 import threading
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CALLS = frozenset({"ingest_body", "ingest_event", "count_received", "render_metrics", "problems"})
 """The `Core` methods a connection may call; `stop` comes only through the pipe."""
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+"""Calls are pickled with the plain pickler: multiprocessing's own (`send`) builds a Python subclass per message."""
 START_TIMEOUT_SECONDS = 60.0
 """How long the worker waits for a new core (imports, opening the state) before giving up."""
 ORPHAN_STOP_SECONDS = 5.0
@@ -111,8 +114,8 @@ class RemoteCore:
         try:
             if connection is None:
                 connection = self._local.connection = Client(self.address, family="AF_UNIX", authkey=self._authkey)
-            connection.send((name, args))
-            ok, value = connection.recv()
+            connection.send_bytes(pickle.dumps((name, args), PROTOCOL))
+            ok, value = pickle.loads(connection.recv_bytes())
         except (OSError, EOFError) as err:
             self._local.connection = None
             raise CoreUnavailable(f"the exporter core is not running ({type(err).__name__}); retry later") from None
@@ -120,9 +123,9 @@ class RemoteCore:
             raise value
         return value
 
-    def ingest_body(self, body: bytes, ingress: str) -> dict[str, int]:
-        result: dict[str, int] = self._call("ingest_body", body, ingress)
-        return result
+    def ingest_body(self, body: bytes, ingress: str) -> bytes:
+        answer: bytes = self._call("ingest_body", body, ingress)
+        return answer
 
     def ingest_event(self, raw: dict[str, Any], ingress: str) -> dict[str, int]:
         result: dict[str, int] = self._call("ingest_event", raw, ingress)
@@ -219,10 +222,10 @@ def _serve(connection: Connection, exporter: Exporter, authkey: bytes) -> None:
             return
         while True:
             try:
-                name, args = connection.recv()
+                name, args = pickle.loads(connection.recv_bytes())
             except (OSError, EOFError):
                 return
-            connection.send(_answer(exporter, name, args))
+            connection.send_bytes(pickle.dumps(_answer(exporter, name, args), PROTOCOL))
 
 
 def _answer(exporter: Exporter, name: str, args: tuple[Any, ...]) -> tuple[bool, Any]:

@@ -74,7 +74,7 @@ def post_events() -> tuple[Response, int]:
     except Unauthorized as err:
         return _error(exporter, 401, "unauthorized", str(err))
     try:
-        summary = exporter.ingest_body(body, INGRESS)
+        answer = exporter.ingest_body(body, INGRESS)
     except InvalidInput as err:
         return _error(exporter, 400, "invalid", str(err))
     except StateUnavailable:
@@ -82,4 +82,4 @@ def post_events() -> tuple[Response, int]:
         response, status = _error(exporter, 503, "unavailable", "state cannot be written; retry later")
         response.headers["Retry-After"] = "5"
         return response, status
-    return jsonify(summary), 200
+    return Response(answer, mimetype="application/json"), 200

@@ -35,7 +35,7 @@ def remote(tmp_path: Path) -> Iterator[RemoteCore]:
 
 def test_remote_calls_answer_and_fail_as_in_process(remote: RemoteCore) -> None:
     body = json.dumps(fixture_event("seed-cancelled-export.json")).encode()
-    assert remote.ingest_body(body, "events") == {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}
+    assert json.loads(remote.ingest_body(body, "events")) == {"accepted": 1, "duplicates": 0, "ignored": 0, "signals": 0, "pending": 0}
     assert remote.ingest_event(fixture_event("seed-cancelled-export.json"), "inngest")["duplicates"] == 1
     with pytest.raises(InvalidInput, match="body is an empty array"):
         remote.ingest_body(b"[]", "events")
