@@ -70,14 +70,13 @@ from bench.workload import (
 )
 from exporter.config import parse_config
 from exporter.core import Exporter
-from exporter.parsing import CANCELLED, parse_body
+from exporter.parsing import CANCELLED
 from exporter.run_age import HISTOGRAM_BUCKETS
 from exporter.settings import load_settings
 from tests.conftest import ServeProcess
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
-from tests.support.processes import worker_and_core
 from tests.support.waiting import eventually
 
 RESULTS = Path(__file__).resolve().parent / "results" / "performance.json"
@@ -168,19 +167,6 @@ def serving(root: Path, name: str, env: dict[str, str], config: dict[str, Any], 
         proc.stop()
 
 
-def server_pids(proc: ServeProcess) -> tuple[int, int]:
-    """(gunicorn's one worker, which speaks HTTP; the exporter core it started, which does the event work)."""
-    assert proc.proc is not None
-    master = proc.proc.pid
-    try:
-        eventually(lambda: worker_and_core(master) is not None, 30)
-    except AssertionError:
-        raise Problem(f"expected one gunicorn worker under {master} and one exporter core under it") from None
-    pids = worker_and_core(master)
-    assert pids is not None
-    return pids
-
-
 def memory_mb(pid: int) -> tuple[float, float]:
     """(VmRSS from /proc/<pid>/status, Pss from /proc/<pid>/smaps_rollup) in MB (10^6 bytes).
 
@@ -240,7 +226,7 @@ class Profiler:
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(raw)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            for pid, raw in zip(server_pids(proc), raws.values())
+            for pid, raw in zip(proc.worker_and_core(), raws.values())
         ]
         time.sleep(0.5)  # attached before the load starts
         try:
@@ -306,7 +292,7 @@ def _function(frame: str) -> str:
 
 
 def measure_in_process(plan: Plan, root: Path, standins: Standins, template: EventTemplate, profiler: Profiler) -> list[Figure]:
-    """The pipeline as `POST /events` drives it (parse_body, then ingest), minus HTTP, beside the floor."""
+    """The core as `POST /events` drives it (`Exporter.ingest_body`: parse, ingest, the answer), minus HTTP, beside the floor."""
     environ = {
         **os.environ,
         "EXPORTER_STATE_DIR": str(root / "in-process" / "state"),
@@ -357,12 +343,8 @@ def _pipeline_rate(exporter: Exporter, template: EventTemplate, plan: Plan, *, b
     bodies = _bodies(template, plan, batch)
     with profiler.in_process(f"in_process_batch{batch}"):
         started = time.perf_counter()
-        for body in bodies:  # what exporter/ingress_events.py does per request, after authentication
-            events = parse_body(
-                body, signal_names=exporter.config.signal_names, now_ms=int(time.time() * 1000),
-                max_events=exporter.settings.max_batch_events,
-            )
-            exporter.pipeline.ingest(events, "events")
+        for body in bodies:  # what the core does for each POST /events, after the worker authenticated it
+            exporter.ingest_body(body, "events")
         elapsed = time.perf_counter() - started
     return len(bodies) * batch / elapsed
 
@@ -555,7 +537,7 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
     with serving(root, "memory", env, storm_config(plan.functions), *args) as proc:
         assert proc.proc is not None
         master = proc.proc.pid
-        worker, core = server_pids(proc)
+        worker, core = proc.worker_and_core()
         source = Cancellations(template, plan.functions)
         batches = plan.memory_events // plan.batch
         answered: Tally[int] = Tally()

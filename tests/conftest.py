@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, settings
 from exporter.config import Config, parse_config
 from exporter.settings import load_settings
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
+from tests.support.processes import worker_and_core
+from tests.support.waiting import eventually
 
 SOAK_ENV = "SOAK"
 """`SOAK=1` in the environment is the same as `--soak` (for CI jobs that cannot change the command)."""
@@ -127,8 +129,17 @@ class ServeProcess:
             time.sleep(0.1)
         raise RuntimeError(f"serve did not become ready:\n{self.log()}")
 
+    def worker_and_core(self) -> tuple[int, int]:
+        """The pids of gunicorn's worker and of the exporter core it forked, once both run."""
+        assert self.proc is not None
+        master = self.proc.pid
+        eventually(lambda: worker_and_core(master) is not None, timeout=30)
+        pids = worker_and_core(master)
+        assert pids is not None
+        return pids
+
     def kill(self) -> None:
-        """`kill -9` the master and its worker at once: a crash, with no chance to flush or clean up."""
+        """`kill -9` the master, its worker and the core at once: a crash, with no chance to flush or clean up."""
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()

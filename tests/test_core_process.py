@@ -19,7 +19,7 @@ from exporter.parsing import InvalidInput
 from exporter.settings import load_settings
 from tests.conftest import ServeProcess
 from tests.support.payloads import INGEST_TOKEN, cancellation, fixture_event
-from tests.support.processes import alive, worker_and_core
+from tests.support.processes import alive
 from tests.support.waiting import eventually
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
@@ -61,16 +61,6 @@ def test_after_stop_calls_say_the_core_is_unavailable(remote: RemoteCore) -> Non
     assert "not running" in problem
 
 
-def _worker_and_core(proc: ServeProcess) -> tuple[int, int]:
-    """(gunicorn's worker, the core it started), once both exist."""
-    assert proc.proc is not None
-    master = proc.proc.pid
-    eventually(lambda: worker_and_core(master) is not None, timeout=30)
-    pids = worker_and_core(master)
-    assert pids is not None
-    return pids
-
-
 def _accepts(proc: ServeProcess, run_id: str) -> Callable[[], bool]:
     def check() -> bool:
         answer = requests.post(f"{proc.url}/events", json=cancellation(run_id), headers=AUTH, timeout=10)
@@ -80,11 +70,11 @@ def _accepts(proc: ServeProcess, run_id: str) -> Callable[[], bool]:
 
 def test_a_core_that_dies_is_replaced_and_its_record_kept(serve: Callable[..., ServeProcess]) -> None:
     proc = serve()
-    worker, core = _worker_and_core(proc)
+    worker, core = proc.worker_and_core()
     assert _accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK1")()
     os.kill(core, signal.SIGKILL)
     eventually(lambda: not alive(worker), timeout=30)  # the worker without a core leaves; gunicorn starts another
-    new_worker, new_core = _worker_and_core(proc)
+    new_worker, new_core = proc.worker_and_core()
     assert (new_worker, new_core) != (worker, core)
     eventually(_accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK2"), timeout=30)
     again = requests.post(f"{proc.url}/events", json=cancellation("01JDJKGTGDVV4DTXHY6XYB7BK1"), headers=AUTH, timeout=10)
@@ -94,10 +84,10 @@ def test_a_core_that_dies_is_replaced_and_its_record_kept(serve: Callable[..., S
 
 def test_a_core_whose_worker_dies_stops_by_itself(serve: Callable[..., ServeProcess]) -> None:
     proc = serve()
-    worker, core = _worker_and_core(proc)
+    worker, core = proc.worker_and_core()
     os.kill(worker, signal.SIGKILL)
     eventually(lambda: not alive(core), timeout=30)
-    _worker_and_core(proc)
+    proc.worker_and_core()
     eventually(_accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK3"), timeout=30)
     assert proc.stop() == 0
 
@@ -106,7 +96,7 @@ def test_a_core_whose_worker_dies_stops_by_itself(serve: Callable[..., ServeProc
 def test_stopping_serve_leaves_no_process_behind(serve: Callable[..., ServeProcess], sig: int) -> None:
     """SIGINT goes to the whole process group, as Ctrl-C in a terminal sends it."""
     proc = serve()
-    worker, core = _worker_and_core(proc)
+    worker, core = proc.worker_and_core()
     assert _accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK4")()
     assert proc.proc is not None
     os.killpg(proc.proc.pid, sig)

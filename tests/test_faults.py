@@ -9,6 +9,7 @@ checks what users see: answers, the recording Datadog server, /metrics, /readyz.
 from __future__ import annotations
 
 import collections
+import os
 import random
 import signal
 import subprocess
@@ -98,6 +99,28 @@ def test_a_crash_or_stop_under_load_loses_no_acknowledged_event(
     # redeliveries after the restart: what was acknowledged is a duplicate; what was not may be either
     for run_id in load.attempted:
         summary = post(second, unique_cancellation(run_id)).json()
+        assert summary["duplicates"] == 1 or run_id not in load.acknowledged, run_id
+    eventually(lambda: set(delivered_run_ids(datadog)) == set(load.attempted), timeout=60)
+    assert max(delivered_run_ids(datadog).values()) == 1
+
+
+def test_the_core_killed_under_load_is_replaced_and_loses_no_acknowledged_event(
+    serve: Callable[..., ServeProcess], datadog: RecordingServer
+) -> None:
+    datadog.outage(3600)
+    proc = serve(EXPORTER_DATADOG_URL=datadog.url, **DATADOG_FAST)
+    with Load(proc) as load:
+        load.wait_for(100)
+        _, core = proc.worker_and_core()
+        os.kill(core, signal.SIGKILL)
+        eventually(lambda: load.statuses[503] > 0 or any(isinstance(status, str) for status in load.statuses), 30)
+        load.wait_for(len(load.acknowledged) + 100)  # a new worker and core took over
+    # refused while the core was gone (503) or cut off as the worker was replaced: never a 500
+    assert all(status in (200, 503) or isinstance(status, str) for status in load.statuses), load.statuses
+
+    datadog.outage(0)
+    for run_id in load.attempted:
+        summary = post(proc, unique_cancellation(run_id)).json()
         assert summary["duplicates"] == 1 or run_id not in load.acknowledged, run_id
     eventually(lambda: set(delivered_run_ids(datadog)) == set(load.attempted), timeout=60)
     assert max(delivered_run_ids(datadog).values()) == 1

@@ -51,7 +51,6 @@ from tests.support.fuzzing import (
 from tests.support.inngest_driver import InngestDriver
 from tests.support.load import Load
 from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, cancellation
-from tests.support.processes import worker_and_core
 from tests.support.waiting import eventually
 
 CANARY = "fuzz-app-canary"
@@ -178,10 +177,7 @@ class FuzzedServer:
 
     def rss_mib(self) -> float:
         """Resident memory of gunicorn's worker and the exporter core it forked, added up, from /proc."""
-        assert self.server.proc is not None
-        pids = worker_and_core(self.server.proc.pid)
-        assert pids is not None
-        statuses = [Path(f"/proc/{pid}/status").read_text() for pid in pids]
+        statuses = [Path(f"/proc/{pid}/status").read_text() for pid in self.server.worker_and_core()]
         return sum(int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) for status in statuses) / 1024  # type: ignore[union-attr]
 
 
