@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
+from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.core_process import CoreUnavailable, RemoteCore
 from exporter.parsing import InvalidInput
@@ -53,12 +54,18 @@ def test_only_a_caller_with_the_key_is_served(remote: RemoteCore) -> None:
     assert remote.problems() == []  # a refused caller does not disturb the others
 
 
-def test_after_stop_calls_say_the_core_is_unavailable(remote: RemoteCore) -> None:
+def test_without_its_core_the_app_answers_503_and_says_why(remote: RemoteCore) -> None:
+    client = create_app(remote.settings, remote.config, core=remote).test_client()
     remote.stop(timeout=5)
     with pytest.raises(CoreUnavailable):
         remote.ingest_body(json.dumps(cancellation()).encode(), "events")
-    (problem,) = remote.problems()
-    assert "not running" in problem
+    events = client.post("/events", json=cancellation(), headers={"Authorization": f"Bearer {INGEST_TOKEN}"})
+    metrics, ready = client.get("/metrics"), client.get("/readyz")
+    assert (events.status_code, events.headers["Retry-After"]) == (503, "5")
+    assert (metrics.status_code, metrics.headers["Retry-After"]) == (503, "5")
+    assert "not running" in metrics.json["error"]
+    assert ready.status_code == 503 and "not running" in ready.json["problems"][0]
+    assert client.get("/healthz").status_code == 200  # the worker's own liveness
 
 
 def _accepts(proc: ServeProcess, run_id: str) -> Callable[[], bool]:
