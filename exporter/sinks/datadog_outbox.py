@@ -63,7 +63,7 @@ _STAGE = f"INSERT INTO {_TABLE} ({_FACTS}, enqueued_at_ms, next_attempt_at_ms) V
 _SELECT = f"SELECT next_attempt_at_ms, id, run_id, enqueued_at_ms, attempts, payload, {_FACTS} FROM {_TABLE}"
 _DUE_FRESH = f"{_SELECT} WHERE attempts = 0 ORDER BY id LIMIT ?"
 _DUE_RETRIED = f"{_SELECT} WHERE attempts > 0 AND next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms, id LIMIT ?"
-_FIRST_FRESH = f"SELECT next_attempt_at_ms FROM {_TABLE} WHERE attempts = 0 ORDER BY id LIMIT 1"
+_ANY_FRESH = f"SELECT 1 FROM {_TABLE} WHERE attempts = 0 LIMIT 1"
 _FIRST_RETRIED = f"SELECT MIN(next_attempt_at_ms) FROM {_TABLE} WHERE attempts > 0"
 _LEGACY_COLUMNS = "id, run_id, payload, enqueued_at_ms, attempts, next_attempt_at_ms, last_error"
 """The columns of the table as versions that stored whole payloads created it."""
@@ -143,12 +143,16 @@ class DatadogOutbox:
         return build_payload(row.event, self._labels)
 
     def next_attempt_at_ms(self) -> int | None:
-        """When the earliest row falls due (None when empty), so the sender can sleep until then."""
+        """When the earliest row falls due (None when empty), so the sender can sleep until then.
+
+        A row never tried is due at once (0), as `due` hands it out whatever the clock says: after
+        the clock is set back, the sender must not sleep until the time the row was staged.
+        """
         with self._state.reading() as conn:
-            fresh = conn.execute(_FIRST_FRESH).fetchone()
+            if conn.execute(_ANY_FRESH).fetchone() is not None:
+                return 0
             (retried,) = conn.execute(_FIRST_RETRIED).fetchone()
-        due = [ms for ms in (fresh and fresh[0], retried) if ms is not None]
-        return min(due, default=None)
+        return retried  # type: ignore[no-any-return]
 
     def delete(self, row_ids: Sequence[int]) -> None:
         """Forget rows (delivered, or given up) in one transaction: a commit per row would cost more than its send."""
