@@ -77,9 +77,9 @@ def post_events() -> tuple[Response, int]:
         answer = exporter.ingest_body(body, INGRESS)
     except InvalidInput as err:
         return _error(exporter, 400, "invalid", str(err))
-    except StateUnavailable:
-        current_app.logger.exception("state unavailable: refusing events so the sender retries")
-        response, status = _error(exporter, 503, "unavailable", "state cannot be written; retry later")
+    except StateUnavailable as err:  # the disk refused the write, or the core process is being replaced
+        current_app.logger.error("refusing events so the sender retries: %s", err)
+        response, status = _error(exporter, 503, "unavailable", f"nothing was recorded: {err}")
         response.headers["Retry-After"] = "5"
         return response, status
     return Response(answer, mimetype="application/json"), 200

@@ -62,6 +62,7 @@ def test_without_its_core_the_app_answers_503_and_says_why(remote: RemoteCore) -
     events = client.post("/events", json=cancellation(), headers={"Authorization": f"Bearer {INGEST_TOKEN}"})
     metrics, ready = client.get("/metrics"), client.get("/readyz")
     assert (events.status_code, events.headers["Retry-After"]) == (503, "5")
+    assert events.json["error"].startswith("nothing was recorded: the exporter core is not running")
     assert (metrics.status_code, metrics.headers["Retry-After"]) == (503, "5")
     assert "not running" in metrics.json["error"]
     assert ready.status_code == 503 and "not running" in ready.json["problems"][0]
