@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import json
 import math
@@ -306,11 +307,13 @@ def measure_in_process(plan: Plan, root: Path, standins: Standins, template: Eve
     try:
         exporter = Exporter(load_settings(environ), parse_config(storm_config(plan.functions), "bench"), os.environ)
         # not started: the Datadog sender stays off, so the Datadog sink is the outbox, as the issue asks
+        gc.freeze()  # as the core process does once its exporter is built (exporter.core_process)
         try:
             single = _pipeline_rate(exporter, template, plan, batch=1, profiler=profiler)
             batched = _pipeline_rate(exporter, template, plan, batch=plan.batch, profiler=profiler)
             outbox = exporter.datadog is not None and exporter.otel is not None
         finally:
+            gc.unfreeze()
             exporter.stop(timeout=5)
     finally:
         os.environ.clear()
