@@ -116,11 +116,7 @@ class EvidenceClassifier:
         """Whether the bulk list was read at or after the cancellation, so it shows any bulk cancellation behind it."""
         assert self._bulk is not None
         last_poll = self._bulk.last_success_ms()
-        return last_poll is not None and last_poll >= self._cancelled_at_ms(cancellation)
-
-    @staticmethod
-    def _cancelled_at_ms(cancellation: Cancellation) -> int:
-        return cancellation.cancelled_at_ms or cancellation.received_at_ms
+        return last_poll is not None and last_poll >= cancellation.ended_at_ms
 
     def _manual_by_elimination(self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None) -> bool:
         """True only when every other source is ruled out by evidence that would have been seen."""
@@ -169,7 +165,7 @@ class EvidenceClassifier:
         if self._bulk is None or cancellation.scheduled_at_ms is None:
             return False
         trigger = cancellation.trigger or {}
-        cancelled_at = self._cancelled_at_ms(cancellation)
+        cancelled_at = cancellation.ended_at_ms
         return any(
             (window.created_at_ms is None or window.created_at_ms <= cancelled_at)
             and self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
