@@ -32,12 +32,12 @@ import multiprocessing
 import os
 import pickle
 import secrets
-import signal
 import threading
 import time
 from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from typing import TYPE_CHECKING, Any, Callable
 
+from exporter.child_process import detach_from_parent, fork_context
 from exporter.config import Config
 from exporter.parsing import InvalidInput
 from exporter.settings import Settings
@@ -77,7 +77,7 @@ class RemoteCore:
         self._stopping = False
         # forked: the core shares the modules already loaded (and their memory) and starts at once; the caller
         # (serve's worker, before it serves) has no other thread then, so no lock is copied while held
-        context = multiprocessing.get_context("fork")
+        context = fork_context()
         self._pipe, core_end = context.Pipe()
         self._process = context.Process(
             target=run_core,
@@ -171,12 +171,7 @@ def run_core(
     `worker_end` is the worker's end of the pipe, copied by the fork: closed at once, so
     that the pipe closes when the worker is gone.
     """
-    worker_end.close()
-    for number in signal.valid_signals():  # the worker's handlers (gunicorn's) are not the core's
-        if callable(signal.getsignal(number)):
-            signal.signal(number, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the worker decides
+    detach_from_parent(worker_end)
     try:
         from exporter.core import Exporter
 

@@ -4,7 +4,8 @@ Configured only by the standard OTEL_* variables, so it drops into any collector
 setup without exporter-specific settings. The SDK supplies the resource, the
 sampler, the span encoding (as a template, `otel_encoding`) and the OTLP
 transport (`otlp_senders`); `span_batcher` queues and batches, and counts every
-span in `health.spans` as exported or dropped.
+span in `health.spans` as exported or dropped; spans are built and sent in a
+process of their own (`span_export_process`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from exporter.health import HealthMetrics
 from exporter.records import Classified
-from exporter.sinks.otel_encoding import SpanEncoder
-from exporter.sinks.otlp_senders import PROTOCOLS, RequestSender, request_sender
+from exporter.sinks.otel_encoding import SpanEncoder, SpanFacts
+from exporter.sinks.otlp_senders import PROTOCOLS
 from exporter.sinks.span_batcher import SpanBatcher
+from exporter.sinks.span_export_process import SpanExportProcess
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +73,29 @@ def build_otel_sink(environ: Mapping[str, str], health: HealthMetrics) -> OtelSi
     batching = _batch_settings(environ)
     provider = TracerProvider(resource=_resource(), shutdown_on_exit=False)  # only its resource and sampler are used
     encoder = SpanEncoder(provider.resource, provider.sampler)
-    sender = request_sender(protocol)
-    batcher = SpanBatcher(lambda spans: sender.send(encoder.request(spans)), health.spans, **batching)
-    return OtelSink(encoder, batcher, sender)
+    exports = SpanExportProcess(encoder, protocol)
+    batcher = SpanBatcher(exports.export, health.spans, **batching)
+    return OtelSink(encoder, batcher, exports)
 
 
 class OtelSink:
     """A `LiveSink` that records one span per cancelled run; `emit` only queues it, never waiting on the network."""
 
-    def __init__(self, encoder: SpanEncoder, batcher: SpanBatcher, sender: RequestSender) -> None:
+    def __init__(self, encoder: SpanEncoder, batcher: SpanBatcher[SpanFacts], exports: SpanExportProcess) -> None:
         self._encoder = encoder
         self._batcher = batcher
-        self._sender = sender
+        self._exports = exports
 
     def emit(self, item: Classified) -> None:
-        """Queue the run's span (unless the sampler leaves it out)."""
+        """Queue the run's span (unless the sampler leaves it out); the export process builds and sends it."""
         try:
-            span = self._encoder.encode(item)
+            facts = self._encoder.facts(item)
         except Exception:  # a LiveSink must never fail the ingest that called it
             log.exception("could not record the span of run %s", item.cancellation.run_id)
             self._batcher.drop()
             return
-        if span is not None:
-            self._batcher.add(span)
+        if facts is not None:
+            self._batcher.add(facts)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Export what is queued and stop, waiting at most `timeout` seconds.
@@ -110,7 +112,7 @@ class OtelSink:
 
     def _flush_and_close(self) -> None:
         self._batcher.close()
-        self._sender.shutdown()
+        self._exports.shutdown()
 
 
 def _export_wanted(environ: Mapping[str, str]) -> bool:

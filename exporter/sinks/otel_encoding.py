@@ -11,12 +11,16 @@ cancellation's handling together.
 The provider's sampler is asked per span only when it is not one of the constant
 samplers: the spans are roots, so `parentbased_always_on` (the default) and
 `always_on` sample every span, and their `off` twins none.
+
+The work is split in two: `facts` (what a span says, and whether it is sampled) runs
+where the run is ingested; `encode` and `request` run in the span export process
+(`span_export_process`), which sends what they build.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -30,7 +34,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
-from exporter.records import Cancellation, Classified, Source
+from exporter.records import Classified, Source
 from exporter.run_ids import ulid_int
 
 SPAN_NAME = "inngest.function.cancelled"
@@ -52,18 +56,46 @@ def trace_id_for_run(run_id: str) -> bytes:
     return hashlib.sha256(run_id.encode()).digest()[:16]
 
 
-def _attributes(item: Classified) -> dict[str, AttributeValue]:
+class SpanFacts(NamedTuple):
+    """What one run's span says, worked out where the run is ingested; small, so it crosses to the export process cheaply."""
+
+    run_id: str
+    function_id: str
+    source: str
+    age_seconds: float | None
+    trigger_name: str | None
+    trigger_id: str | None
+    start_ms: int
+    end_ms: int
+
+    @classmethod
+    def of(cls, item: Classified) -> "SpanFacts":
+        cancellation = item.cancellation
+        end_ms = cancellation.ended_at_ms
+        scheduled_ms = cancellation.scheduled_at_ms
+        return cls(
+            cancellation.run_id,
+            cancellation.function_id,
+            item.source.value,
+            cancellation.age_seconds,
+            cancellation.trigger_name,
+            cancellation.trigger_id,
+            min(end_ms, end_ms if scheduled_ms is None else scheduled_ms),
+            end_ms,
+        )
+
+
+def _attributes(facts: SpanFacts) -> dict[str, AttributeValue]:
     """The span's attributes; the optional ones only when known (OpenTelemetry has no null)."""
-    cancellation = item.cancellation
     attributes: dict[str, AttributeValue] = {
-        "inngest.function.id": cancellation.function_id,
-        "inngest.run.id": cancellation.run_id,
-        "inngest.cancellation.source": item.source.value,
+        "inngest.function.id": facts.function_id,
+        "inngest.run.id": facts.run_id,
+        "inngest.cancellation.source": facts.source,
     }
     for key, value in (
-        ("inngest.run.age_seconds", cancellation.age_seconds),
-        ("inngest.event.name", cancellation.trigger_name),
-        ("inngest.event.id", cancellation.trigger_id),
+        ("inngest.run.age_seconds", facts.age_seconds),
+        ("inngest.event.name", facts.trigger_name),
+        ("inngest.event.id", facts.trigger_id),
     ):
         if value is not None:
             attributes[key] = value
@@ -82,13 +114,7 @@ class SpanEncoder:
 
     def __init__(self, resource: Resource, sampler: sampling.Sampler) -> None:
         # a run with every optional fact known, so the template holds every attribute, in `_attributes` order
-        every_fact = Classified(
-            Cancellation(
-                run_id="prototype", function_id="prototype", event_name="", event_id=None, cancelled_at_ms=1,
-                scheduled_at_ms=0, trigger={"name": "", "id": ""}, received_at_ms=1,
-            ),
-            Source.UNKNOWN,
-        )
+        every_fact = SpanFacts("prototype", "prototype", Source.UNKNOWN.value, 0.0, "", "", 0, 0)
         prototype = encode_spans(
             [
                 ReadableSpan(
@@ -114,21 +140,27 @@ class SpanEncoder:
         self._sample_none = sampler in _NEVER
         self._span_ids = RandomIdGenerator()
 
-    def encode(self, item: Classified) -> Span | None:
-        """The run's span, or None when the sampler leaves it out."""
-        cancellation = item.cancellation
-        trace_id = trace_id_for_run(cancellation.run_id)
-        attributes = _attributes(item)
-        if not self._sampled(trace_id, attributes):
+    def facts(self, item: Classified) -> SpanFacts | None:
+        """What the run's span will say, or None when the sampler leaves it out."""
+        if self._sample_none:
             return None
-        end_ms = cancellation.ended_at_ms
-        scheduled_ms = cancellation.scheduled_at_ms
+        facts = SpanFacts.of(item)
+        if self._sample_all:
+            return facts
+        result = self._sampler.should_sample(
+            None, int.from_bytes(trace_id_for_run(facts.run_id), "big"), SPAN_NAME, SpanKind.INTERNAL, _attributes(facts)
+        )
+        return facts if result.decision.is_sampled() else None
+
+    def encode(self, facts: SpanFacts) -> Span:
+        """The run's span: the template with the run's own values."""
+        attributes = _attributes(facts)
         span = Span()
         span.CopyFrom(self._span)
-        span.trace_id = trace_id
+        span.trace_id = trace_id_for_run(facts.run_id)
         span.span_id = self._span_ids.generate_span_id().to_bytes(8, "big")
-        span.start_time_unix_nano = min(end_ms, end_ms if scheduled_ms is None else scheduled_ms) * 1_000_000
-        span.end_time_unix_nano = end_ms * 1_000_000
+        span.start_time_unix_nano = facts.start_ms * 1_000_000
+        span.end_time_unix_nano = facts.end_ms * 1_000_000
         slots = span.attributes
         if len(attributes) == len(slots):  # every fact known: the template's slots take the values, in order
             for slot, value in zip(slots, attributes.values()):
@@ -145,13 +177,3 @@ class SpanEncoder:
         request.CopyFrom(self._request)
         request.resource_spans[0].scope_spans[0].spans.extend(spans)
         return request
-
-    def _sampled(self, trace_id: bytes, attributes: dict[str, AttributeValue]) -> bool:
-        if self._sample_all:
-            return True
-        if self._sample_none:
-            return False
-        result = self._sampler.should_sample(
-            None, int.from_bytes(trace_id, "big"), SPAN_NAME, SpanKind.INTERNAL, attributes
-        )
-        return result.decision.is_sampled()

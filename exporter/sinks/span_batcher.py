@@ -1,8 +1,8 @@
-"""A bounded queue of encoded spans and the thread that exports them in batches.
+"""A bounded queue of spans (each as the facts it will say) and the thread that exports them in batches.
 
 It does what the SDK's BatchSpanProcessor does (OTEL_BSP_MAX_QUEUE_SIZE,
-OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_EXPORT_BATCH_SIZE) for spans that are
-already protobuf, and it accounts for every span: the SDK's processor evicts the
+OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_EXPORT_BATCH_SIZE) for spans the SDK never
+sees, and it accounts for every span: the SDK's processor evicts the
 oldest queued span when full and says so only in a log line, where here a span
 that does not fit is refused and counted as dropped, and each batch counts as
 exported or dropped by the collector's answer.
@@ -13,15 +13,17 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Callable, Sequence
+from typing import Callable, Generic, Sequence, TypeVar
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
+Span = TypeVar("Span")
+"""What is queued for one span: whatever `export` takes."""
 
-class SpanBatcher:
+
+class SpanBatcher(Generic[Span]):
     """Queues spans from any thread; one daemon thread exports them, `max_export_batch_size` at a time."""
 
     def __init__(
