@@ -78,6 +78,7 @@ from tests.conftest import ServeProcess
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
+from tests.support.processes import children
 from tests.support.waiting import eventually
 
 RESULTS = Path(__file__).resolve().parent / "results" / "performance.json"
@@ -529,11 +530,11 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
     """A million new runs over HTTP in batches across `functions` functions, RSS sampled; then /metrics on that state.
 
     The figure is the PSS of every process of `serve` added up (gunicorn's master, its worker
-    that speaks HTTP, the core that holds every series, the state and the sinks' buffers):
-    each page counted once, shared pages split among the processes that map them, which is
-    what a container's memory limit counts. The core is forked from the worker and shares
-    its libraries, so adding up VmRSS would count those pages twice; each process's VmRSS
-    is reported beside the figure.
+    that speaks HTTP, the core that holds every series, the state and the sinks' buffers, and
+    the span export process the core forks): each page counted once, shared pages split among
+    the processes that map them, which is what a container's memory limit counts. Each process
+    is forked from the one before and shares its libraries, so adding up VmRSS would count
+    those pages twice; each process's VmRSS is reported beside the figure.
     """
     env = _server_env(standins, standins.urls.datadog)
     args = ("--max-functions", str(plan.functions))
@@ -548,10 +549,11 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
         stop = threading.Event()
 
         def sample() -> None:
-            readings = {pid: memory_mb(pid) for pid in (master, worker, core)}
-            worker_rss, core_rss = readings[worker][0], readings[core][0]
+            span_exporters = children(core)  # looked up each time: a new one replaces one that died
+            readings = {pid: memory_mb(pid) for pid in (master, worker, core, *span_exporters)}
             samples.append(MemorySample(
-                answered[200] * plan.batch, sum(pss for _, pss in readings.values()), worker_rss, core_rss, readings[master][0]
+                answered[200] * plan.batch, sum(pss for _, pss in readings.values()),
+                readings[worker][0], readings[core][0], readings[master][0], sum(readings[pid][0] for pid in span_exporters),
             ))
 
         def sampling() -> None:
@@ -587,8 +589,9 @@ def measure_memory(plan: Plan, root: Path, standins: Standins, template: EventTe
     return [
         Figure(
             "memory_peak", f"6. memory peak over {plan.memory_events:,} runs, {plan.functions:,} functions", peak, "MB",
-            beside=f"PSS of master + worker + core; VmRSS peaks: core {max(s.core_rss for s in samples):.0f} MB, "
-            f"worker {max(s.worker_rss for s in samples):.0f} MB, master {max(s.master_rss for s in samples):.0f} MB; "
+            beside=f"PSS of master + worker + core + span export; VmRSS peaks: core {max(s.core_rss for s in samples):.0f} MB, "
+            f"worker {max(s.worker_rss for s in samples):.0f} MB, master {max(s.master_rss for s in samples):.0f} MB, "
+            f"span export {max(s.spans_rss for s in samples):.0f} MB; "
             f"over HTTP, {plan.memory_events / elapsed:,.0f} events/s",
             target="< 200 MB", met=peak < 200,
             details={"samples": [asdict(s) for s in samples], "seconds": elapsed},
@@ -613,10 +616,11 @@ class MemorySample:
     events: int
     """Runs answered when the sample was taken."""
     total_pss: float
-    """The figure: master, worker and core."""
+    """The figure: master, worker, core and span export process."""
     worker_rss: float
     core_rss: float
     master_rss: float
+    spans_rss: float
 
 
 def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventTemplate, profiler: Profiler) -> list[Figure]:
