@@ -20,10 +20,25 @@ from exporter.parsing import InvalidInput
 from exporter.settings import load_settings
 from tests.conftest import ServeProcess
 from tests.support.payloads import INGEST_TOKEN, cancellation, fixture_event
-from tests.support.processes import alive
+from tests.support.otlp_receiver import OtlpHttpReceiver
+from tests.support.processes import alive, children
 from tests.support.waiting import eventually
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def serve_with_spans(serve: Callable[..., ServeProcess]) -> Iterator[Callable[[], ServeProcess]]:
+    """`serve` exporting spans to a real OTLP receiver, so the core runs its span export process too."""
+    with OtlpHttpReceiver() as receiver:
+        yield lambda: serve(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50")
+
+
+def span_exporter(core: int) -> int:
+    """The span export process the core forked."""
+    eventually(lambda: len(children(core)) == 1, timeout=10)
+    (pid,) = children(core)
+    return pid
 
 
 @pytest.fixture
@@ -76,12 +91,14 @@ def _accepts(proc: ServeProcess, run_id: str) -> Callable[[], bool]:
     return check
 
 
-def test_a_core_that_dies_is_replaced_and_its_record_kept(serve: Callable[..., ServeProcess]) -> None:
-    proc = serve()
+def test_a_core_that_dies_is_replaced_and_its_record_kept(serve_with_spans: Callable[[], ServeProcess]) -> None:
+    proc = serve_with_spans()
     worker, core = proc.worker_and_core()
+    spans = span_exporter(core)
     assert _accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK1")()
     os.kill(core, signal.SIGKILL)
     eventually(lambda: not alive(worker), timeout=30)  # the worker without a core leaves; gunicorn starts another
+    eventually(lambda: not alive(spans), timeout=10)  # the span export process ends with the core
     new_worker, new_core = proc.worker_and_core()
     assert (new_worker, new_core) != (worker, core)
     eventually(_accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK2"), timeout=30)
@@ -90,24 +107,26 @@ def test_a_core_that_dies_is_replaced_and_its_record_kept(serve: Callable[..., S
     assert proc.stop() == 0
 
 
-def test_a_core_whose_worker_dies_stops_by_itself(serve: Callable[..., ServeProcess]) -> None:
-    proc = serve()
+def test_a_core_whose_worker_dies_stops_by_itself(serve_with_spans: Callable[[], ServeProcess]) -> None:
+    proc = serve_with_spans()
     worker, core = proc.worker_and_core()
+    spans = span_exporter(core)
     os.kill(worker, signal.SIGKILL)
-    eventually(lambda: not alive(core), timeout=30)
+    eventually(lambda: not alive(core) and not alive(spans), timeout=30)
     proc.worker_and_core()
     eventually(_accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK3"), timeout=30)
     assert proc.stop() == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stopping_serve_leaves_no_process_behind(serve: Callable[..., ServeProcess], sig: int) -> None:
+def test_stopping_serve_leaves_no_process_behind(serve_with_spans: Callable[[], ServeProcess], sig: int) -> None:
     """SIGINT goes to the whole process group, as Ctrl-C in a terminal sends it."""
-    proc = serve()
+    proc = serve_with_spans()
     worker, core = proc.worker_and_core()
+    spans = span_exporter(core)
     assert _accepts(proc, "01JDJKGTGDVV4DTXHY6XYB7BK4")()
     assert proc.proc is not None
     os.killpg(proc.proc.pid, sig)
     assert proc.proc.wait(30) == 0
-    eventually(lambda: not alive(worker) and not alive(core), timeout=10)
+    eventually(lambda: not alive(worker) and not alive(core) and not alive(spans), timeout=10)
     assert "Traceback" not in proc.log()

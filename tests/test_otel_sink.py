@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import signal
 import threading
 import time
 from typing import Callable, Iterator
@@ -291,6 +293,33 @@ def test_shutdown_gives_up_on_a_hung_collector_in_time_and_still_counts_every_sp
     receiver.release()
     wait_for_counts(registry, exported=1, dropped=2)
     assert run_ids(receiver.spans()) == ["run-1"]
+
+
+def span_export_processes() -> list[multiprocessing.Process]:
+    return [child for child in multiprocessing.active_children() if child.name == "otel-span-export"]
+
+
+def test_a_span_export_process_that_dies_is_replaced_and_its_batch_counted_as_dropped(
+    make_sink: Callable[..., OtelSink], receiver: OtlpReceiver, registry: CollectorRegistry
+) -> None:
+    sink = make_sink(OTEL_EXPORTER_OTLP_TIMEOUT="30", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+    receiver.mode = Mode.HANG
+    sink.emit(make_classified("run-1"))
+    receiver.wait_for_hung_requests(1)  # the export process is stuck sending run-1
+    (first,) = span_export_processes()
+
+    os.kill(first.pid, signal.SIGKILL)
+    wait_for_counts(registry, exported=0, dropped=1)
+    receiver.mode = Mode.ACCEPT
+    receiver.release()
+    sink.emit(make_classified("run-2"))
+    wait_for_counts(registry, exported=1, dropped=1)
+    assert "run-2" in run_ids(receiver.spans())
+    (second,) = span_export_processes()
+    assert second.pid != first.pid
+
+    sink.shutdown()
+    assert span_export_processes() == []
 
 
 def test_unsampled_spans_are_neither_exported_nor_counted(
