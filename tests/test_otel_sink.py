@@ -260,13 +260,19 @@ def test_spans_a_sick_collector_does_not_take_are_counted_as_dropped(
     assert receiver.spans() == []
 
 
+def stuck_sending_run_1(make_sink: Callable[..., OtelSink], receiver: OtlpReceiver, **variables: str) -> OtelSink:
+    """A sink exporting one span per batch, whose export of run-1 the collector holds (until `receiver.release()`)."""
+    sink = make_sink(OTEL_EXPORTER_OTLP_TIMEOUT="30", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1", **variables)
+    receiver.mode = Mode.HANG
+    sink.emit(make_classified("run-1"))
+    receiver.wait_for_hung_requests(1)
+    return sink
+
+
 def test_a_hung_collector_neither_blocks_emit_nor_loses_a_span_uncounted(
     make_sink: Callable[..., OtelSink], receiver: OtlpReceiver, registry: CollectorRegistry
 ) -> None:
-    sink = make_sink(OTEL_EXPORTER_OTLP_TIMEOUT="30", OTEL_BSP_MAX_QUEUE_SIZE="2", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
-    receiver.mode = Mode.HANG
-    sink.emit(make_classified("run-1"))
-    receiver.wait_for_hung_requests(1)  # the exporter is now stuck sending run-1
+    sink = stuck_sending_run_1(make_sink, receiver, OTEL_BSP_MAX_QUEUE_SIZE="2")
 
     emit_runs(sink, "run-2", "run-3", "run-4", "run-5", "run-6")  # at once: two fill the queue, three are refused
     assert counted(registry) == (0, 3)
@@ -280,10 +286,7 @@ def test_a_hung_collector_neither_blocks_emit_nor_loses_a_span_uncounted(
 def test_shutdown_gives_up_on_a_hung_collector_in_time_and_still_counts_every_span(
     make_sink: Callable[..., OtelSink], receiver: OtlpReceiver, registry: CollectorRegistry
 ) -> None:
-    sink = make_sink(OTEL_EXPORTER_OTLP_TIMEOUT="30", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
-    receiver.mode = Mode.HANG
-    sink.emit(make_classified("run-1"))
-    receiver.wait_for_hung_requests(1)
+    sink = stuck_sending_run_1(make_sink, receiver)
     emit_runs(sink, "run-2", "run-3")
 
     sink.shutdown(timeout=0.2)  # returns while run-1 is still being sent
@@ -302,10 +305,7 @@ def span_export_processes() -> list[multiprocessing.Process]:
 def test_a_span_export_process_that_dies_is_replaced_and_its_batch_counted_as_dropped(
     make_sink: Callable[..., OtelSink], receiver: OtlpReceiver, registry: CollectorRegistry
 ) -> None:
-    sink = make_sink(OTEL_EXPORTER_OTLP_TIMEOUT="30", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
-    receiver.mode = Mode.HANG
-    sink.emit(make_classified("run-1"))
-    receiver.wait_for_hung_requests(1)  # the export process is stuck sending run-1
+    sink = stuck_sending_run_1(make_sink, receiver)
     (first,) = span_export_processes()
 
     os.kill(first.pid, signal.SIGKILL)
