@@ -1,4 +1,4 @@
-"""What a process the exporter forks does first, so that its parent decides when it ends.
+"""Processes the exporter forks, each tied to its parent by a pipe, so that the parent decides when it ends.
 
 Used by the core process (forked from `serve`'s worker) and the span export process
 (forked from the core).
@@ -9,12 +9,22 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkContext
+from multiprocessing.process import BaseProcess
+from typing import Any, Callable
 
 
-def fork_context() -> ForkContext:
-    """Forked, not spawned: the child shares the modules already loaded (and their memory) and starts at once."""
-    return multiprocessing.get_context("fork")
+def start_child(target: Callable[..., None], *args: Any, name: str, daemon: bool = False) -> tuple[BaseProcess, Connection]:
+    """Fork a process running `target(*args, child_end, parent_end)`; (the process, the parent's end of their pipe).
+
+    Forked, not spawned: the child shares the modules already loaded (and their memory) and
+    starts at once. `target` calls `detach_from_parent(parent_end)` first.
+    """
+    context = multiprocessing.get_context("fork")
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=target, args=(*args, child_end, parent_end), name=name, daemon=daemon)
+    process.start()
+    child_end.close()
+    return process, parent_end
 
 
 def detach_from_parent(parent_end: Connection) -> None:

@@ -37,7 +37,7 @@ import time
 from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from typing import TYPE_CHECKING, Any, Callable
 
-from exporter.child_process import detach_from_parent, fork_context
+from exporter.child_process import detach_from_parent, start_child
 from exporter.config import Config
 from exporter.parsing import InvalidInput
 from exporter.settings import Settings
@@ -75,17 +75,10 @@ class RemoteCore:
         """Where the core listens: an abstract Unix socket (Linux), served only to holders of the key."""
         self._local = threading.local()
         self._stopping = False
-        # forked: the core shares the modules already loaded (and their memory) and starts at once; the caller
-        # (serve's worker, before it serves) has no other thread then, so no lock is copied while held
-        context = fork_context()
-        self._pipe, core_end = context.Pipe()
-        self._process = context.Process(
-            target=run_core,
-            args=(settings, config, self.address, self._authkey, core_end, self._pipe),
-            name="exporter-core",
+        # the caller (serve's worker, before it serves) has no other thread now, so the fork copies no lock while held
+        self._process, self._pipe = start_child(
+            run_core, settings, config, self.address, self._authkey, name="exporter-core"
         )
-        self._process.start()
-        core_end.close()
         self._await_ready()
         threading.Thread(target=self._watch, args=(on_exit,), name="core-watch", daemon=True).start()
 

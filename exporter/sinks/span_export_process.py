@@ -22,7 +22,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Sequence
 
-from exporter.child_process import detach_from_parent, fork_context
+from exporter.child_process import detach_from_parent, start_child
 from exporter.sinks.otel_encoding import SpanEncoder, SpanFacts
 from exporter.sinks.otlp_senders import request_sender
 
@@ -45,16 +45,11 @@ class SpanExportProcess:
         self._start()
 
     def _start(self) -> None:
-        context = fork_context()
-        self._conn, child_end = context.Pipe()
-        self._process = context.Process(
-            target=_serve,
-            args=(self._encoder, self._protocol, child_end, self._conn),
+        self._process, self._conn = start_child(
+            _serve, self._encoder, self._protocol,
             name="otel-span-export",
             daemon=True,  # a parent that exits without shutdown() (its flush timed out) takes it along
         )
-        self._process.start()
-        child_end.close()
 
     def export(self, batch: Sequence[SpanFacts]) -> bool:
         """Send the batch's spans; True when the collector accepted them."""
