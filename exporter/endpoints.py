@@ -76,7 +76,12 @@ def read_unread_body(response: Response) -> Response:
 @blueprint.app_errorhandler(StateUnavailable)
 def unavailable(err: StateUnavailable) -> tuple[Response, int]:
     """503 when the core cannot answer (its state cannot be written, or its process is gone): a scraper or probe retries."""
-    response = jsonify(error=str(err) or "the exporter's state is unavailable; retry later")
+    return retry_later(str(err) or "the exporter's state is unavailable; retry later")
+
+
+def retry_later(message: str) -> tuple[Response, int]:
+    """503 with `message` and a Retry-After: nothing was done, and the same request may succeed in a few seconds."""
+    response = jsonify(error=message)
     response.headers["Retry-After"] = "5"
     return response, 503
 

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from exporter import signature
 from exporter.core_api import Core
+from exporter.endpoints import retry_later
 from exporter.parsing import InvalidInput
 from exporter.state import StateUnavailable
 
@@ -79,7 +80,6 @@ def post_events() -> tuple[Response, int]:
         return _error(exporter, 400, "invalid", str(err))
     except StateUnavailable as err:  # the disk refused the write, or the core process is being replaced
         current_app.logger.error("refusing events so the sender retries: %s", err)
-        response, status = _error(exporter, 503, "unavailable", f"nothing was recorded: {err}")
-        response.headers["Retry-After"] = "5"
-        return response, status
+        exporter.count_received(INGRESS, "unavailable")
+        return retry_later(f"nothing was recorded: {err}")
     return Response(answer, mimetype="application/json"), 200
