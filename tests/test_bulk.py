@@ -131,7 +131,7 @@ def test_covering_matches_either_function_id_form(state: StateDB, store: BulkWin
 
 
 def test_a_bare_function_id_without_app_id_names_the_function_in_any_app(state: StateDB, store: BulkWindowStore) -> None:
-    # the documented response (../shared/fixtures/bulk-cancellation-response.json) has no app_id
+    # the documented response (tests/fixtures/bulk-cancellation-response.json) has no app_id
     store.record([window("documented"), window("longer", "app-schedule-reminder")], BEFORE_MS)
     assert covering_ids(state, store, "acme-app-schedule-reminder", AFTER_MS) == ["documented", "longer"]
     assert covering_ids(state, store, "acme-app-reschedule-reminder", AFTER_MS) == []

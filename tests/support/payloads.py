@@ -1,4 +1,4 @@
-"""Test keys and the documented payloads from ../shared/fixtures."""
+"""Test keys and the documented payloads from tests/fixtures (the project's own copy: a clone needs nothing beside it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 SIGNING_KEY = "signkey-test-8ee2262a15e8d3b0b5a5bd0d1d5e8a5c9f5b7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
 FALLBACK_KEY = "signkey-test-0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
 INGEST_TOKEN = "test-ingest-token-5d41402abc4b2a76b9719d911017c592"
@@ -16,7 +16,7 @@ OTHER_KEY = "signkey-test-" + "7" * 64
 
 
 def fixture_event(name: str) -> dict[str, Any]:
-    """A payload from ../shared/fixtures, as documented by Inngest."""
+    """A payload from tests/fixtures, as documented by Inngest."""
     return json.loads((FIXTURES / name).read_text())
 
 
