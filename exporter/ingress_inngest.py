@@ -2,12 +2,13 @@
 
 Inngest syncs the app (PUT) and invokes `record-cancellation` (POST) for every
 `inngest/function.cancelled` event; the SDK verifies each request's MAC and
-signs its answers. Three things the SDK leaves to us: it does not check the
+signs its answers. Four things the SDK leaves to us: it does not check the
 signature timestamp's age (we refuse replays older than five minutes, as on
 `/events`); it answers 500 to authentic requests that are malformed (we answer
-400 first, so Inngest does not retry what cannot succeed); and it reads some
-settings from `INNGEST_*` variables by itself (we hand it ours, so
-`create_app(settings)` means what the settings say).
+400 first); Inngest's HTTP driver retries every answer, 4xx included, unless it
+carries `X-Inngest-No-Retry: true` (our refusals of what can never succeed say
+so); and it reads some settings from `INNGEST_*` variables by itself (we hand
+it ours, so `create_app(settings)` means what the settings say).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ APP_ID = "inngest-cancellation-exporter"
 FUNCTION_ID = "record-cancellation"
 SIGNAL_FUNCTION_ID = "record-cancel-signals"
 SERVE_PATH = "/api/inngest"
+NO_RETRY_HEADER = "X-Inngest-No-Retry"
+RETRIED_REFUSALS = frozenset({401})
+"""Refusals Inngest should retry: a signature that fails now may pass once the key or clock is put right."""
 INGRESS = "inngest"
 MAX_TRIGGERS = 10
 """Inngest's limit on one function's triggers: a longer signal list is split over several functions."""
@@ -202,10 +206,21 @@ def _screen_request(exporter: Core, functions: Collection[str]) -> tuple[Respons
     return jsonify(error=message), status
 
 
-def _count_unauthorized(exporter: Core, response: Response) -> Response:
-    """Count every refusal on the endpoint, ours (stale) and the SDK's (missing or wrong MAC)."""
-    if request.path == SERVE_PATH and response.status_code == 401:
+def _finish_answer(exporter: Core, response: Response) -> Response:
+    """Count every 401 on the endpoint (ours and the SDK's); mark every other refusal not to be retried.
+
+    Inngest retries a 4xx unless told not to, and a malformed request, an unknown
+    function or an oversized body fails the same way every time. A 401 stays
+    retriable: the signing key or the clock may be fixed before the retries run out,
+    and then nothing is lost.
+    """
+    if request.path != SERVE_PATH:
+        return response
+    status = response.status_code
+    if status == 401:
         exporter.count_received(INGRESS, "unauthorized")
+    if 400 <= status < 500 and status not in RETRIED_REFUSALS and NO_RETRY_HEADER not in response.headers:
+        response.headers[NO_RETRY_HEADER] = "true"
     return response
 
 
@@ -238,4 +253,4 @@ def register(app: Flask, exporter: Core) -> None:
     )
     function_ids = frozenset(function.get_id() for function in functions)
     app.before_request(lambda: _screen_request(exporter, function_ids))
-    app.after_request(lambda response: _count_unauthorized(exporter, response))
+    app.after_request(lambda response: _finish_answer(exporter, response))

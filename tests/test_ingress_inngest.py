@@ -22,7 +22,7 @@ from exporter.parsing import CANCELLED
 from exporter.settings import load_settings
 from exporter.state import StateUnavailable
 from tests.conftest import ServeProcess, free_port
-from tests.support.inngest_driver import InngestDriver, SyncedFunction
+from tests.support.inngest_driver import MAX_ATTEMPTS, InngestDriver, SyncedFunction
 from tests.support.payloads import FALLBACK_KEY, OTHER_KEY, SIGNING_KEY, cancellation
 
 FUNCTION_ID = f"{APP_ID}-record-cancellation"
@@ -139,7 +139,7 @@ def test_stale_signature_is_refused_and_not_counted(exporter_server: Callable[..
     assert result.status == 401
     assert "more than 300 seconds from now" in result.body["error"]
     assert cancellations(server) is None
-    assert received(server, "unauthorized") == 1.0
+    assert received(server, "unauthorized") == result.requests == MAX_ATTEMPTS  # each retry refused and counted
 
 
 @pytest.mark.parametrize("key", [SIGNING_KEY, FALLBACK_KEY], ids=["current", "fallback"])
@@ -167,6 +167,21 @@ def test_invalid_cancellation_fails_once_without_retries_and_is_counted(exporter
     assert result.body["name"] == "NonRetriableError"
     assert result.body["message"] == "data.run_id: missing: expected a non-empty string"
     assert received(server, "invalid") == 1.0
+    assert cancellations(server) is None
+
+
+def test_refusals_that_cannot_succeed_tell_inngest_not_to_retry(exporter_server: Callable[..., ServeProcess]) -> None:
+    """Inngest retries any 4xx without `X-Inngest-No-Retry: true`; a malformed request or an unknown function never passes."""
+    server = exporter_server()
+    driver = InngestDriver(server.url, SIGNING_KEY)
+    function = driver.sync().function_for(CANCELLED)
+    unknown = SyncedFunction("no-such-function", [CANCELLED], function.url.replace("record-cancellation", "no-such-function"))
+    result = driver.invoke(unknown, cancellation())
+    assert (result.status, result.no_retry, result.requests) == (404, True, 1)
+    malformed = driver.send("POST", function.url, {"ctx": "not a context"})
+    assert (malformed.status_code, malformed.headers.get("X-Inngest-No-Retry")) == (400, "true")
+    stale = InngestDriver(server.url, SIGNING_KEY, clock=lambda: time.time() - 360).invoke(function, cancellation())
+    assert (stale.status, stale.no_retry) == (401, False)  # retried: a key or clock put right lets a retry through
     assert cancellations(server) is None
 
 

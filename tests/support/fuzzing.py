@@ -460,10 +460,16 @@ def is_deliberate_run_failure(request: FuzzRequest, answer: Answer) -> bool:
 
 
 def assert_survived(request: FuzzRequest, answer: Answer) -> None:
-    """Never a 5xx (but a deliberate run failure): a client's mistake is answered, never crashed on."""
+    """Never a 5xx (but a deliberate run failure): a client's mistake is answered, never crashed on.
+
+    On /api/inngest a refusal other than 401 says `X-Inngest-No-Retry: true`, or
+    Inngest would send the same doomed request again (it retries any 4xx without it).
+    """
     assert answer.status < 500 or is_deliberate_run_failure(request, answer), (
         f"{answer.status} for {request.describe()}: {answer.body[:500]!r}"
     )
+    if request.path.startswith("/api/inngest") and 400 <= answer.status < 500 and answer.status != 401:
+        assert answer.headers.get(NO_RETRY) == "true", f"{answer.status} without {NO_RETRY} for {request.describe()}"
 
 
 def accepted(answer: Answer) -> int:

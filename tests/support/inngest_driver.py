@@ -8,9 +8,10 @@ What Inngest does, in the order it does it:
   (`?fnId=<id>&stepId=step`) with the executor's body (event, events, memoised
   `steps`, `ctx` with run id, attempt and stack). 206 means "these steps ran or
   are planned": their outputs are memoised into `steps` and the function called
-  again; a planned step is called by its id. A retriable 5xx is retried with the
-  next attempt, as Inngest would (without the backoff); 200, a non-retriable
-  error or any other status ends the run.
+  again; a planned step is called by its id. Any other answer is retried with
+  the next attempt unless it carries `X-Inngest-No-Retry: true`, as Inngest's
+  HTTP driver does (4xx included, without the backoff); 200 or a no-retry
+  answer ends the run.
 Responses are checked against the SDK's signature (HMAC of the raw body) when it signs them.
 """
 
@@ -139,7 +140,7 @@ class InngestDriver:
             result = Invocation(response.status_code, _json_or_text(response), response.headers, count, run_id)
             if response.status_code == 206:
                 step_id = _memoise(result.body, steps, stack)
-            elif response.status_code >= 500 and not result.no_retry and attempt + 1 < MAX_ATTEMPTS:
+            elif response.status_code != 200 and should_retry(response) and attempt + 1 < MAX_ATTEMPTS:
                 attempt += 1
             else:
                 return result
@@ -157,6 +158,16 @@ class InngestDriver:
         expected = hmac.new(key, response.content + str(timestamp).encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(given, expected):
             raise DriverError("response signature does not match the signing key")
+
+
+def should_retry(response: requests.Response) -> bool:
+    """Inngest's rule for an app's answer that is not a success: the no-retry header decides, else it is retried.
+
+    Its HTTP driver makes one exception, 4xx answers of old inngest-js versions; for
+    the Python SDK and for answers without an SDK header every status is retried.
+    """
+    header = response.headers.get(NO_RETRY)
+    return header != "true" if header else True
 
 
 def execution_request(
