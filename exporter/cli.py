@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -19,6 +20,10 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.settings import SETTINGS, Settings, SettingsError, load_settings
 from exporter.sinks.otel import check_otel_settings
 from exporter.state import StateDB, StateUnavailable
+
+EXAMPLE_CONFIG = resources.files("exporter") / "examples" / "config.yaml"
+"""`simulate`'s default config: package data, so the command finds it from any directory after `pip install .`
+(examples/config.yaml at the repository root, which `make run` serves, links to it)."""
 
 
 def _fail(problems: list[str]) -> NoReturn:
@@ -110,8 +115,9 @@ def check_config(file: Path) -> None:
 @click.option("--rate", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Events per second.")
 @click.option("--count", type=click.IntRange(min=1), default=200, show_default=True, help="Cancellations to send.")
 @click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=Path("examples/config.yaml"),
-    show_default=True, help="Config describing the simulated functions (the one the exporter runs with).",
+    "--config", "config_path", type=click.Path(path_type=Path), default=None, show_default=str(EXAMPLE_CONFIG),
+    help="Config describing the simulated functions (the one the exporter runs with); "
+    "the default is examples/config.yaml, as shipped in the package.",
 )
 @click.option("--seed", type=int, default=None, help="Random seed, for a repeatable run.")
 @click.option(
@@ -119,7 +125,7 @@ def check_config(file: Path) -> None:
     help="Port of the stand-in Inngest REST API serving the simulated bulk cancellations "
     "(run the exporter with INNGEST_API_BASE_URL=http://127.0.0.1:<port>); 0 turns it off.",
 )
-def simulate(url: str, rate: float, count: int, config_path: Path, seed: int | None, api_port: int) -> None:
+def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: int | None, api_port: int) -> None:
     """Send realistic, correctly signed cancellation traffic to a running exporter.
 
     Signs with INNGEST_SIGNING_KEY when set, else sends EXPORTER_INGEST_TOKEN as a bearer
@@ -130,7 +136,11 @@ def simulate(url: str, rate: float, count: int, config_path: Path, seed: int | N
     from exporter.simulate import BulkApi, Simulator
 
     try:
-        config = load_config(config_path)
+        if config_path is None:
+            with resources.as_file(EXAMPLE_CONFIG) as example:
+                config = load_config(example)
+        else:
+            config = load_config(config_path)
     except ConfigError as err:
         _fail(err.problems)
     try:
