@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.bulk import MAX_PAGES, BulkPoller, BulkWindow, BulkWindowStore, parse_cancellations
+from exporter import bulk
+from exporter.bulk import MAX_PAGES, BulkPoller, BulkWindow, BulkWindowStore, parse_cancellations, rfc3339_ms
 from exporter.health import PREFIX, HealthMetrics
 from exporter.settings import load_settings
 from exporter.state import StateDB
@@ -78,6 +81,63 @@ def test_other_timestamp_forms_and_an_empty_if() -> None:
         [listed(started_after="2024-01-21T19:23:12+01:00", started_before="2024-01-22T14:22:42.130000001Z", **{"if": ""})]
     )
     assert (item.started_after_ms, item.started_before_ms, item.expression) == (AFTER_MS, BEFORE_MS, None)
+
+
+@pytest.mark.parametrize(
+    "text, ms",
+    [
+        ("2026-12-03T16:31:37.123456789Z", 1796315497123),  # Go's time.RFC3339Nano, as the server writes it
+        ("2026-12-03T16:31:37.1239Z", 1796315497123),  # below a millisecond: dropped, not rounded
+        ("2026-12-03T16:31:37Z", 1796315497000),
+        ("2026-12-03t16:31:37z", 1796315497000),
+        ("2026-12-03 16:31:37Z", 1796315497000),  # RFC 3339 allows a space for the T
+        ("2026-12-03T17:31:37.5+01:00", 1796315497500),
+        ("2026-12-03T16:01:37-00:30", 1796315497000),
+        ("1969-12-31T23:59:59.9995Z", -1),  # before the epoch: still the millisecond it falls in
+        ("0001-01-01T00:00:00Z", -62135596800000),  # Go's zero time
+    ],
+)
+def test_rfc3339_timestamps_as_inngest_writes_them(text: str, ms: int) -> None:
+    assert rfc3339_ms(text) == ms
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("2026-12-03T16:31:37", "has no time zone"),
+        ("2026-12-03T16:31:37.123456789", "has no time zone"),
+        ("2026-12-03", "is not an RFC 3339 timestamp"),
+        ("2026-12-03T16:31Z", "is not an RFC 3339 timestamp"),
+        ("2026-12-03T16:31:37.Z", "is not an RFC 3339 timestamp"),
+        ("20261203T163137Z", "is not an RFC 3339 timestamp"),
+        ("2026-13-03T16:31:37Z", "is not an RFC 3339 timestamp"),
+        ("2026-12-03T24:00:00Z", "is not an RFC 3339 timestamp"),
+        ("2026-12-03T16:31:37+24:00", "is not an RFC 3339 timestamp"),
+        ("\uff12026-12-03T16:31:37Z", "is not an RFC 3339 timestamp"),  # a full-width digit: int() would take it
+        (" 2026-12-03T16:31:37Z", "is not an RFC 3339 timestamp"),
+    ],
+)
+def test_other_texts_are_refused_with_the_reason(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"{text!r} {problem}")):
+        rfc3339_ms(text)
+
+
+class Python310Datetime(datetime):
+    """`datetime` as Python 3.10 has it, which pyproject allows: `fromisoformat` reads no `Z` and at most six fraction digits."""
+
+    @classmethod
+    def fromisoformat(cls, text: str) -> Python310Datetime:
+        if text.endswith(("Z", "z")) or re.search(r"\.[0-9]{7,}", text):
+            raise ValueError(f"Invalid isoformat string: {text!r}")
+        return super().fromisoformat(text)
+
+
+def test_the_server_timestamps_are_read_on_python_3_10(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "datetime", Python310Datetime)
+    (item,), problems = parse_cancellations(
+        [listed(started_after="2024-01-21T18:23:12Z", started_before="2024-01-22T14:22:42.130000001Z")]
+    )
+    assert problems == [] and (item.started_after_ms, item.started_before_ms) == (AFTER_MS, BEFORE_MS)
 
 
 @pytest.mark.parametrize(
