@@ -7,10 +7,15 @@ where the classifier looks up, inside the ingest transaction, the windows that
 cover a run. Windows outlive their place in the list for a retention period,
 because a finished bulk cancellation may be dropped from it while its
 `function.cancelled` events are still arriving.
+
+The list holds every kind of cancellation the server keeps (`cqrs.Cancellation`):
+only `bulk_run` items are windows; a `run` item names the one run it cancelled,
+and is kept too, as evidence that this run was cancelled on its own.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -36,6 +41,15 @@ MAX_PAGES = 20
 """Pages followed in one poll; a longer list (or a cursor loop) fails the poll rather than be read in part."""
 MAX_WINDOWS = 100_000
 """Windows kept at most, the least recently listed forgotten first: bounds the state file."""
+MAX_RUN_CANCELLATIONS = 100_000
+"""Single-run cancellations kept at most, the least recently listed forgotten first."""
+NO_LOWER_BOUND_MS = -(2**63)
+"""`started_after_ms` of a window listed with no `started_after` (null): open at the start, it covers every run
+scheduled up to `started_before`. The smallest SQLite integer."""
+_NOT_EVIDENCE = frozenset({"backlog", "start_timeout", "finish_timeout"})
+"""Kinds of listed cancellation that are no window and name no run cancelled on its own: a backlog, and the
+server's own jobs for a run's timeouts."""
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _CURSOR_KEYS = ("cursor", "next_cursor")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RFC3339 = re.compile(
@@ -58,6 +72,12 @@ CREATE TABLE IF NOT EXISTS bulk_windows (
 CREATE INDEX IF NOT EXISTS bulk_windows_by_function ON bulk_windows (function_id, started_after_ms);
 CREATE INDEX IF NOT EXISTS bulk_windows_by_slug ON bulk_windows (slug, started_after_ms);
 CREATE INDEX IF NOT EXISTS bulk_windows_by_last_seen ON bulk_windows (last_seen_ms);
+CREATE TABLE IF NOT EXISTS listed_run_cancellations (
+    run_id TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS listed_run_cancellations_by_last_seen ON listed_run_cancellations (last_seen_ms);
 CREATE TABLE IF NOT EXISTS bulk_meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -66,75 +86,135 @@ CREATE TABLE IF NOT EXISTS bulk_meta (
 
 
 @dataclass(frozen=True)
-class BulkWindow:
-    """One bulk cancellation: runs of the function scheduled in [started_after, started_before] whose trigger matches `expression`."""
+class _Listed:
+    """What every listed cancellation has: an id, a ULID whose time is when it was created."""
 
     id: str
-    function_id: str
-    """The bare function id (with `app_id` beside it) or the full `<app-id>-<function-id>` slug."""
-    app_id: str | None
-    started_after_ms: int
-    started_before_ms: int
-    expression: str | None
-    """CEL on the run's triggering `event`; None cancels every run in the range."""
-
-    @property
-    def slug(self) -> str | None:
-        """The full slug when the app is known, as `data.function_id` spells it in the event."""
-        return f"{self.app_id}-{self.function_id}" if self.app_id else None
 
     @property
     def created_at_ms(self) -> int | None:
-        """When the bulk cancellation was created: its id is a ULID (None when it is not)."""
+        """When the cancellation was created: its id is a ULID (None when it is not)."""
         try:
             return ulid.ULID.from_str(self.id).milliseconds if len(self.id) == 26 else None
         except ValueError:
             return None
 
-    def applies_to(self, function_slug: str) -> bool:
-        """Whether this window is for the function with `function_slug`, whichever form the API used.
+    def made_by(self, at_ms: int) -> bool:
+        """Whether it existed at `at_ms` (an unknown creation time counts as yes): one made later did not end a run then."""
+        created = self.created_at_ms
+        return created is None or created <= at_ms
 
-        A bare function id with no `app_id` (as in Inngest's documented response) names the
-        function within its app: it applies to every slug ending in `-<function_id>`.
+
+@dataclass(frozen=True)
+class BulkWindow(_Listed):
+    """One bulk cancellation: runs of the function scheduled in [started_after, started_before] whose trigger matches `expression`."""
+
+    function_id: str
+    """As listed: the server writes the full `<app-id>-<function-id>` slug; documentation shows the bare function id."""
+    app_id: str | None
+    """As listed: the server writes the app's UUID; a request body (and documentation built from one) the app's own id."""
+    started_after_ms: int
+    """NO_LOWER_BOUND_MS when the window is open at the start."""
+    started_before_ms: int
+    expression: str | None
+    """CEL on the run's triggering `event`; None cancels every run in the range."""
+
+    @functools.cached_property
+    def slug(self) -> str | None:
+        """The function's full slug, as `data.function_id` spells it in the event; None when the item names no app.
+
+        Beside a UUID (the server's `app_id`), `function_id` is the full slug already; beside
+        the app's own id it is the bare function id. Cached: it is asked for every run.
         """
-        if function_slug in (self.function_id, self.slug):
-            return True
-        return self.app_id is None and function_slug.endswith(f"-{self.function_id}")
+        if self.app_id is None:
+            return None
+        return self.function_id if _UUID.fullmatch(self.app_id) else f"{self.app_id}-{self.function_id}"
+
+    def applies_to(self, function_slug: str) -> bool:
+        """Whether this window is for the function with `function_slug`.
+
+        When the item names an app (either form), only that one slug: read as a bare id, the
+        server's full slug `acme-fn` would also take the runs of `other-acme-fn`. With no app
+        (the documented response), `function_id` is the full slug or a bare function id of an
+        app the item does not say: it applies to that slug and to every slug ending in
+        `-<function_id>`.
+        """
+        slug = self.slug
+        if slug is not None:
+            return function_slug == slug
+        return function_slug == self.function_id or function_slug.endswith(f"-{self.function_id}")
+
+
+@dataclass(frozen=True)
+class RunCancellation(_Listed):
+    """One run cancelled on its own (kind `run`), from the REST API or the dashboard: positive evidence of `manual`."""
+
+    run_id: str
+
+
+Listed = BulkWindow | RunCancellation
+"""The evidence one listed cancellation gives."""
 
 
 class _Unusable(ValueError):
     """One field of one listed cancellation that the exporter cannot use."""
 
 
-def parse_cancellations(body: Any) -> tuple[list[BulkWindow], list[str]]:
-    """The usable windows of a list body, and one problem line per unusable item.
+def parse_cancellations(body: Any) -> tuple[list[Listed], list[str]]:
+    """The evidence of a list body (windows, single-run cancellations), and one problem line per unusable item.
 
-    One odd item must not hide the others' evidence, so it is reported and skipped;
-    a body of neither known shape (array, or object with a `data` array) raises ValueError.
+    The server answers `{"data": [...], "metadata": {...}}`, and `"data": null` for an empty
+    list (Go's nil slice); a bare array is read too. One odd item must not hide the others'
+    evidence, so it is reported and skipped; an item of a kind that is no evidence is skipped
+    without a word. A body of no known shape raises ValueError.
     """
-    items = body.get("data") if isinstance(body, dict) else body
+    if isinstance(body, dict) and "data" in body:
+        items = [] if body["data"] is None else body["data"]
+    else:
+        items = body
     if not isinstance(items, list):
-        raise ValueError('expected a JSON array or an object with a "data" array')
-    windows: list[BulkWindow] = []
+        raise ValueError('expected a JSON array or an object with a "data" array (or null)')
+    listed: list[Listed] = []
     problems: list[str] = []
     for index, item in enumerate(items):
         try:
-            windows.append(_window(item))
+            evidence = _evidence(item)
         except _Unusable as err:
             ident = item.get("id") if isinstance(item, dict) else None
             where = f"cancellation {ident!r}" if isinstance(ident, str) and ident else f"cancellation [{index}]"
             problems.append(f"{where}: {err}")
-    return windows, problems
+            continue
+        if evidence is not None:
+            listed.append(evidence)
+    return listed, problems
 
 
-def _window(item: Any) -> BulkWindow:
+def _evidence(item: Any) -> Listed | None:
+    """What one item shows, by its `kind`; None for a kind that shows nothing about why a run ended."""
     if not isinstance(item, dict):
         raise _Unusable("expected an object")
+    kind = _optional(item, "kind")
+    if kind is None or kind == "bulk_run":  # no kind: the documented shape, which lists bulk cancellations only
+        return _window(item)
+    if kind == "run":
+        return _run_cancellation(item)
+    if kind in _NOT_EVIDENCE:
+        return None
+    raise _Unusable(f"kind: {kind!r} is not a kind of cancellation the exporter knows")
+
+
+def _run_cancellation(item: Mapping[str, Any]) -> RunCancellation | None:
+    """The run a `run` item cancelled; None when its cause is `Event`: the server's own jobs, no person's cancel."""
+    listed = RunCancellation(id=_required(item, "id"), run_id=_required(item, "target_id"))
+    return None if _optional(item, "cause") == "Event" else listed
+
+
+def _window(item: Mapping[str, Any]) -> BulkWindow:
     window = BulkWindow(
         id=_required(item, "id"),
         function_id=_required(item, "function_id"),
         app_id=_optional(item, "app_id"),
-        started_after_ms=_timestamp_ms(item, "started_after"),
+        started_after_ms=_timestamp_ms(item, "started_after", absent=NO_LOWER_BOUND_MS),
         started_before_ms=_timestamp_ms(item, "started_before"),
         expression=_expression(_optional(item, "if")),
     )
@@ -164,9 +244,15 @@ def _required(item: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _timestamp_ms(item: Mapping[str, Any], key: str) -> int:
+def _timestamp_ms(item: Mapping[str, Any], key: str, *, absent: int | None = None) -> int:
+    """The field's time in epoch milliseconds; `absent` when it is absent or null, if the field may be."""
+    text = _optional(item, key)
+    if text is None:
+        if absent is None:
+            raise _Unusable(f"{key}: missing")
+        return absent
     try:
-        return rfc3339_ms(_required(item, key))
+        return rfc3339_ms(text)
     except ValueError as err:
         raise _Unusable(f"{key}: {err}") from None
 
@@ -205,11 +291,11 @@ def _expression(expression: str | None) -> str | None:
 
 
 class BulkWindowStore:
-    """Polled bulk windows and the time of the last successful poll, under the state database.
+    """Polled bulk windows, single-run cancellations and the time of the last successful poll, under the state database.
 
-    The windows are few (bounded by retention) and read for every cancellation, so the
-    store also keeps them in memory, replaced as a whole after each write: the ingest
-    path then asks nothing of SQLite, and readers never see a half-updated list.
+    They are few (bounded by retention) and read for every cancellation, so the store
+    also keeps them in memory, replaced as a whole after each write: the ingest path
+    then asks nothing of SQLite, and readers never see a half-updated list.
     """
 
     def __init__(self, state: StateDB, *, retention_seconds: float) -> None:
@@ -217,18 +303,24 @@ class BulkWindowStore:
         self._retention_ms = int(retention_seconds * 1000)
         state.ensure_schema(_SCHEMA)
         self._windows: tuple[BulkWindow, ...] = ()
+        self._run_cancellations: dict[str, RunCancellation] = {}
         self._last_success_ms: int | None = None
         self._reload()
 
     def _reload(self) -> None:
         with self._state.reading() as conn:
             rows = conn.execute(f"SELECT {_WINDOW_COLUMNS} FROM bulk_windows ORDER BY id").fetchall()
+            runs = conn.execute("SELECT id, run_id FROM listed_run_cancellations").fetchall()
             meta = conn.execute("SELECT value FROM bulk_meta WHERE key = 'last_success_ms'").fetchone()
         self._windows = tuple(BulkWindow(*row) for row in rows)
+        self._run_cancellations = {run_id: RunCancellation(ident, run_id) for ident, run_id in runs}
         self._last_success_ms = None if meta is None else int(meta[0])
 
-    def record(self, windows: Iterable[BulkWindow], seen_at_ms: int) -> None:
-        """Store a successful poll's list at once: its windows (first seen kept) and the poll's time."""
+    def record(self, listed: Iterable[Listed], seen_at_ms: int) -> None:
+        """Store a successful poll's list at once: its evidence (first seen kept) and the poll's time."""
+        listed = tuple(listed)
+        windows = [item for item in listed if isinstance(item, BulkWindow)]
+        runs = [(item.run_id, item.id, seen_at_ms) for item in listed if isinstance(item, RunCancellation)]
         with self._state.transaction() as tx:
             tx.executemany(
                 f"INSERT INTO bulk_windows ({_WINDOW_COLUMNS}, slug, first_seen_ms, last_seen_ms)"
@@ -241,6 +333,12 @@ class BulkWindowStore:
                     (w.id, w.function_id, w.app_id, w.started_after_ms, w.started_before_ms, w.expression, w.slug, seen_at_ms, seen_at_ms)
                     for w in windows
                 ],
+            )
+            # a run listed twice keeps its first cancellation (ULIDs sort by time): the one that can have ended it
+            tx.executemany(
+                "INSERT INTO listed_run_cancellations VALUES (?, ?, ?) ON CONFLICT (run_id)"
+                " DO UPDATE SET id = min(id, excluded.id), last_seen_ms = excluded.last_seen_ms",
+                runs,
             )
             tx.execute(
                 "INSERT INTO bulk_meta VALUES ('last_success_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -255,22 +353,28 @@ class BulkWindowStore:
             if window.started_after_ms <= scheduled_at_ms <= window.started_before_ms and window.applies_to(function_slug)
         ]
 
+    def run_cancellation(self, run_id: str) -> RunCancellation | None:
+        """The listed cancellation of this one run, if any."""
+        return self._run_cancellations.get(run_id)
+
     def last_success_ms(self) -> int | None:
         """When the list was last read in full; None when never (in this state directory)."""
         return self._last_success_ms
 
     def prune(self, now_ms: int) -> int:
-        """Forget windows not listed for the retention period.
+        """Forget windows and single-run cancellations not listed for the retention period.
 
-        A window on the last successful poll's list is kept however long polling
-        then fails: an outage of the API must not erase the evidence it gave.
+        What the last successful poll listed is kept however long polling then
+        fails: an outage of the API must not erase the evidence it gave.
         """
         last_success = self._last_success_ms
         if last_success is None:
             return 0
+        older_than_ms = min(now_ms - self._retention_ms, last_success)
         removed = self._state.prune(
-            "bulk_windows", "id", "last_seen_ms",
-            older_than_ms=min(now_ms - self._retention_ms, last_success), max_rows=MAX_WINDOWS,
+            "bulk_windows", "id", "last_seen_ms", older_than_ms=older_than_ms, max_rows=MAX_WINDOWS
+        ) + self._state.prune(
+            "listed_run_cancellations", "run_id", "last_seen_ms", older_than_ms=older_than_ms, max_rows=MAX_RUN_CANCELLATIONS
         )
         self._reload()
         return removed
@@ -322,8 +426,8 @@ class BulkPoller:
         """Read the whole list and store it; False (logged and counted as an error) when that failed."""
         started_ms = clock.now_ms()  # before the request: a later cancellation may be missing from the answer
         try:
-            windows, problems = self._read_all()
-            self._store.record(windows, started_ms)
+            listed, problems = self._read_all()
+            self._store.record(listed, started_ms)
         except Exception as err:  # never raise: a failed poll only leaves the evidence older
             log.warning("bulk cancellations: polling GET %s failed: %s", self._url, self._redacted(str(err)))
             self._health.bulk_polls.labels("error").inc()
@@ -339,19 +443,19 @@ class BulkPoller:
             log.exception("releasing cancellations after a bulk poll failed; they are released when due")
         return True
 
-    def _read_all(self) -> tuple[list[BulkWindow], list[str]]:
-        """The windows and problems of every page; ValueError or _PollFailed when the list cannot be read whole."""
-        windows: list[BulkWindow] = []
+    def _read_all(self) -> tuple[list[Listed], list[str]]:
+        """The evidence and problems of every page; ValueError or _PollFailed when the list cannot be read whole."""
+        listed: list[Listed] = []
         problems: list[str] = []
         params = {"limit": str(PAGE_LIMIT)}
         for _ in range(MAX_PAGES):
             body = self._get(params)
-            page_windows, page_problems = parse_cancellations(body)
-            windows += page_windows
+            page_listed, page_problems = parse_cancellations(body)
+            listed += page_listed
             problems += page_problems
             cursor = _next_cursor(body)
             if cursor is None:
-                return windows, problems
+                return listed, problems
             params = {"limit": str(PAGE_LIMIT), "cursor": cursor}
         raise _PollFailed(f"the list goes on past {MAX_PAGES} pages; not read in part")
 

@@ -8,7 +8,8 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
   cancellation, inside the rule's `timeout`, and its `if` expression holds;
 - `bulk`: a polled bulk cancellation of the function covers the run's scheduled
   time, and its `if` expression holds for the run's trigger;
-- `manual`: by elimination, only when every other source can be ruled out: the
+- `manual`: the polled list names this very run as cancelled on its own (kind
+  `run`); or by elimination, only when every other source can be ruled out: the
   function's triggers are declared in the config, bulk polling is on and has read
   the list since the cancellation, and the run's times are known;
 - `unknown`: anything else, including evidence for two sources at once.
@@ -18,9 +19,9 @@ arrive (signals and bulk windows are delivered asynchronously): a cancel signal,
 for a function with `cancel_on` rules not yet explained by one; a bulk window,
 while bulk polling has not read the list since the cancellation. The pipeline
 holds it for a grace period and asks again with `final=True`, when the evidence
-then seen decides. A bulk cancellation created after the run was cancelled (its
-id is a ULID) is not its cause; a signal search cut short by a storm of signals
-proves no absence, so it never leads to `manual`.
+then seen decides. A listed cancellation created after the run was cancelled
+(its id is a ULID) is not its cause; a signal search cut short by a storm of
+signals proves no absence, so it never leads to `manual`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class EvidenceClassifier:
             found.add(Source.EVENT)
         if self._bulk_cancelled(tx, cancellation):
             found.add(Source.BULK)
+        if self._cancelled_alone(cancellation):
+            found.add(Source.MANUAL)
         if len(found) > 1:
             return Source.UNKNOWN  # evidence for two sources: neither is claimed
         if not final and self._evidence_may_still_arrive(tx, cancellation, fn, found):
@@ -165,9 +168,13 @@ class EvidenceClassifier:
         if self._bulk is None or cancellation.scheduled_at_ms is None:
             return False
         trigger = cancellation.trigger or {}
-        cancelled_at = cancellation.ended_at_ms
         return any(
-            (window.created_at_ms is None or window.created_at_ms <= cancelled_at)
+            window.made_by(cancellation.ended_at_ms)
             and self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
             for window in self._bulk.covering(cancellation.function_id, cancellation.scheduled_at_ms)
         )
+
+    def _cancelled_alone(self, cancellation: Cancellation) -> bool:
+        """The list names this run as cancelled on its own, by a cancellation made before it ended."""
+        listed = None if self._bulk is None else self._bulk.run_cancellation(cancellation.run_id)
+        return listed is not None and listed.made_by(cancellation.ended_at_ms)

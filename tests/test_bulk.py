@@ -13,11 +13,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter import bulk
-from exporter.bulk import MAX_PAGES, BulkPoller, BulkWindow, BulkWindowStore, parse_cancellations, rfc3339_ms
+from exporter.bulk import (
+    MAX_PAGES,
+    NO_LOWER_BOUND_MS,
+    BulkPoller,
+    BulkWindow,
+    BulkWindowStore,
+    RunCancellation,
+    parse_cancellations,
+    rfc3339_ms,
+)
 from exporter.health import PREFIX, HealthMetrics
 from exporter.settings import load_settings
 from exporter.state import StateDB
-from tests.support.fake_inngest_api import CURSOR_PLACES, FakeInngestApi, Mode, query
+from tests.support.fake_inngest_api import APP_UUID, CURSOR_PLACES, FakeInngestApi, Mode, query, server_item
 from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, fixture_event
 
 AFTER_MS = 1705861392000
@@ -26,6 +35,9 @@ BEFORE_MS = 1705933362130
 """The fixture's started_before, 2024-01-22T14:22:42.130Z."""
 RETENTION_S = 3600
 HOUR_MS = 3_600_000
+SLUG = "acme-app-schedule-reminder"
+BULK_ID = "01HMRMPE5ZQ4AMNJ3S2N79QGRZ"
+RUN_ID = "01HMRMNZ2D4H3Q3Z8N7V5X9K1T"
 
 
 def listed(**changes: Any) -> dict[str, Any]:
@@ -36,6 +48,11 @@ def listed(**changes: Any) -> dict[str, Any]:
 
 def window(ident: str = "w1", function_id: str = "schedule-reminder", app_id: str | None = None) -> BulkWindow:
     return BulkWindow(ident, function_id, app_id, AFTER_MS, BEFORE_MS, None)
+
+
+def from_server(ident: str = BULK_ID, function_slug: str = SLUG, **changes: Any) -> dict[str, Any]:
+    """A bulk cancellation as the server lists it, over the fixture's range."""
+    return server_item(ident, function_slug, **{"started_after_ms": AFTER_MS, "started_before_ms": BEFORE_MS, **changes})
 
 
 @pytest.fixture
@@ -51,6 +68,59 @@ def store(state: StateDB) -> BulkWindowStore:
 
 
 # --- parsing -------------------------------------------------------------------------------------
+
+
+def test_parses_the_servers_answer() -> None:
+    body = {"data": [from_server(expression="event.data.userId == 'u1'")], "metadata": {"fetched_at": "2026-12-03T16:31:37.123456789Z"}}
+    (item,), problems = parse_cancellations(body)
+    assert problems == []
+    assert item == BulkWindow(BULK_ID, SLUG, APP_UUID, AFTER_MS, BEFORE_MS, "event.data.userId == 'u1'")
+    assert item.slug == SLUG
+
+
+def test_data_null_is_an_empty_list() -> None:
+    # the server encodes an empty Go slice as null
+    assert parse_cancellations({"data": None, "metadata": {"fetched_at": "2026-12-03T16:31:37Z", "cached_until": None}}) == ([], [])
+
+
+@pytest.mark.parametrize("after", [None, "absent", ""])
+def test_a_window_without_started_after_is_open_at_the_start(after: str | None) -> None:
+    item = from_server()
+    if after == "absent":
+        del item["started_after"]
+    else:
+        item["started_after"] = after
+    (found,), problems = parse_cancellations({"data": [item]})
+    assert problems == [] and found.started_after_ms == NO_LOWER_BOUND_MS and found.started_before_ms == BEFORE_MS
+
+
+def test_only_bulk_run_items_are_windows_and_run_items_name_their_run() -> None:
+    items = [
+        from_server("bulk"),
+        from_server("run", kind="run", cause="API", target_id=RUN_ID),
+        from_server("dashboard", kind="run", cause="Manual", target_id="01HMRMNZ2D4H3Q3Z8N7V5X9K1V"),
+        from_server("server-job", kind="run", cause="Event", target_id="01HMRMNZ2D4H3Q3Z8N7V5X9K1W"),
+        from_server("backlog", kind="backlog", cause="Manual", target_id="backlog-1"),
+        from_server("start", kind="start_timeout", cause="Event", target_id=RUN_ID),
+        from_server("finish", kind="finish_timeout", cause="Event", target_id=RUN_ID),
+    ]
+    listed, problems = parse_cancellations({"data": items})
+    assert problems == []  # the kinds that are no evidence are skipped without a word
+    assert [type(item).__name__ for item in listed] == ["BulkWindow", "RunCancellation", "RunCancellation"]
+    assert listed[1:] == [RunCancellation("run", RUN_ID), RunCancellation("dashboard", "01HMRMNZ2D4H3Q3Z8N7V5X9K1V")]
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (from_server(kind="run", cause="API"), "target_id: missing"),
+        (from_server(kind="bulk_runs"), "kind: 'bulk_runs' is not a kind of cancellation the exporter knows"),
+        (from_server(kind=0), "kind: expected a string"),
+    ],
+)
+def test_an_item_of_an_unusable_kind_is_reported(bad: dict[str, Any], problem: str) -> None:
+    listed, problems = parse_cancellations([bad])
+    assert listed == [] and problems == [f"cancellation {BULK_ID!r}: {problem}"]
 
 
 @pytest.mark.parametrize("shape", ["array", "data"])
@@ -74,6 +144,27 @@ def test_function_id_may_be_bare_beside_app_id_or_the_full_slug() -> None:
     assert bare.applies_to("acme-app-schedule-reminder") and slug.applies_to("acme-app-schedule-reminder")
     assert not bare.applies_to("other-app-schedule-reminder")
     assert not slug.applies_to("schedule-reminder")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "other-acme-app-schedule-reminder",  # a function `acme-app-schedule-reminder` of app `other`
+        "acme-app-schedule-reminder-2",
+        "schedule-reminder",
+        "app-schedule-reminder",
+    ],
+)
+def test_a_server_window_is_for_its_slug_only(other: str) -> None:
+    (item,), _ = parse_cancellations({"data": [from_server()]})
+    assert item.applies_to(SLUG) and not item.applies_to(other)
+
+
+def test_a_bare_id_beside_the_apps_own_id_is_that_apps_function_only() -> None:
+    # app `acme-app`'s function `schedule-reminder`: `schedule-reminder` is app `schedule`'s function `reminder`
+    item = window(app_id="acme-app")
+    assert item.slug == SLUG and item.applies_to(SLUG)
+    assert not item.applies_to("schedule-reminder") and not item.applies_to("other-schedule-reminder")
 
 
 def test_other_timestamp_forms_and_an_empty_if() -> None:
@@ -181,6 +272,36 @@ def test_window_edges_are_inclusive(state: StateDB, store: BulkWindowStore) -> N
         assert covering_ids(state, store, "schedule-reminder", at_ms) == expected
 
 
+def test_an_open_window_covers_every_run_scheduled_before_its_end(state: StateDB, store: BulkWindowStore) -> None:
+    (open_window,), _ = parse_cancellations({"data": [from_server(started_after_ms=None)]})
+    store.record([open_window], BEFORE_MS)
+    for at_ms, expected in [(0, [BULK_ID]), (AFTER_MS - HOUR_MS, [BULK_ID]), (BEFORE_MS, [BULK_ID]), (BEFORE_MS + 1, [])]:
+        assert covering_ids(state, store, SLUG, at_ms) == expected
+    reopened = BulkWindowStore(state, retention_seconds=RETENTION_S)
+    assert covering_ids(state, reopened, SLUG, 0) == [BULK_ID]  # the open start survives the state database
+
+
+def test_run_cancellations_are_kept_by_run_apart_from_the_windows(tmp_path: Path) -> None:
+    state = StateDB(tmp_path)
+    store = BulkWindowStore(state, retention_seconds=RETENTION_S)
+    later = "01HMRMPE5ZQ4AMNJ3S2N79QGS0"
+    store.record([RunCancellation(later, RUN_ID), RunCancellation(BULK_ID, RUN_ID)], BEFORE_MS)
+    store.record([RunCancellation(later, RUN_ID)], BEFORE_MS + 1)
+    assert store.run_cancellation(RUN_ID) == RunCancellation(BULK_ID, RUN_ID)  # the first made is the one that counts
+    assert store.run_cancellation("another-run") is None
+    assert store.size() == 0 and store.covering(SLUG, AFTER_MS) == []
+    state.close()
+
+    reopened = StateDB(tmp_path)
+    kept = BulkWindowStore(reopened, retention_seconds=RETENTION_S)
+    assert kept.run_cancellation(RUN_ID) == RunCancellation(BULK_ID, RUN_ID)
+    kept.record([], BEFORE_MS + RETENTION_S * 1000 + 2)
+    assert kept.prune(BEFORE_MS + RETENTION_S * 1000 + 1) == 0
+    assert kept.prune(BEFORE_MS + RETENTION_S * 1000 + 2) == 1
+    assert kept.run_cancellation(RUN_ID) is None
+    reopened.close()
+
+
 def test_covering_matches_either_function_id_form(state: StateDB, store: BulkWindowStore) -> None:
     store.record(
         [window("bare", app_id="acme-app"), window("slug", "acme-app-schedule-reminder"), window("other", "other-fn")],
@@ -267,6 +388,16 @@ def api() -> Iterator[FakeInngestApi]:
     with FakeInngestApi(SIGNING_KEY) as server:
         server.cancellations = [listed()]
         yield server
+
+
+def test_a_poll_records_the_servers_answer(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    api.cancellations = [from_server("bulk", started_after_ms=None), from_server("run", kind="run", target_id=RUN_ID)]
+    polling = Polling(api, store)
+    assert polling.poller.poll_once() is True
+    assert [w.id for w in store.covering(SLUG, 0)] == ["bulk"] and store.run_cancellation(RUN_ID) is not None
+    api.cancellations = []  # answered `"data": null`
+    assert polling.poller.poll_once() is True
+    assert polling.polls("ok") == 2 and polling.polls("error") == 0
 
 
 @pytest.mark.parametrize("shape", ["array", "data"])

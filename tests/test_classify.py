@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import ulid
 
-from exporter.bulk import BulkWindow, BulkWindowStore
+from exporter.bulk import NO_LOWER_BOUND_MS, BulkWindow, BulkWindowStore, Listed, RunCancellation
 from exporter.classify import EvidenceClassifier
 from exporter.config import parse_config
 from exporter.records import Cancellation, Signal, Source
 from exporter.signals import SignalStore
 from exporter.state import StateDB
+from tests.support.fake_inngest_api import APP_UUID
 
 SCHEDULED = 1_700_000_000_000
 CONFIG = {
@@ -50,11 +52,11 @@ def classify(
     signals: list[tuple[str, float, dict[str, Any]]] = [],
     config: dict[str, Any] = CONFIG,
     *,
-    bulk: list[BulkWindow] | None = None,
+    bulk: list[Listed] | None = None,
     polled_at_s: float | None = None,
     final: bool = True,
 ) -> tuple[Source | None, list[str]]:
-    """Classify `item` given signals (name, seconds after scheduling, data) and, when polling is on, bulk windows."""
+    """Classify `item` given signals (name, seconds after scheduling, data) and, when polling is on, the list's evidence."""
     errors: list[str] = []
     store = SignalStore(state, max_entries=1000, max_age_seconds=86400 * 30)
     windows = None
@@ -75,6 +77,11 @@ def window(function_id: str = "app-import", after_s: float = -10, before_s: floa
         started_after_ms=SCHEDULED + int(after_s * 1000), started_before_ms=SCHEDULED + int(before_s * 1000),
         expression=expression,
     )
+
+
+def run_cancelled(at_s: float, run_id: str = "run") -> RunCancellation:
+    """A listed cancellation of `run_id` alone, made `at_s` seconds after the run was scheduled."""
+    return RunCancellation(str(ulid.ULID.from_timestamp((SCHEDULED + at_s * 1000) / 1000)), run_id)
 
 
 def test_unconfigured_function_is_unknown(state: StateDB) -> None:
@@ -157,3 +164,46 @@ def test_manual_only_by_elimination_with_a_poll_since_the_cancellation(state: St
 
 def test_bulk_and_timeout_together_are_not_claimed(state: StateDB) -> None:
     assert classify(state, cancellation("app-import", 7300), bulk=[window()], polled_at_s=8000)[0] is Source.UNKNOWN
+
+
+def test_a_window_open_at_the_start_covers_runs_scheduled_long_before(state: StateDB) -> None:
+    open_window = BulkWindow("open", "other-fn", APP_UUID, NO_LOWER_BOUND_MS, SCHEDULED, None)
+    assert classify(state, cancellation("other-fn", 600), bulk=[open_window], polled_at_s=700)[0] is Source.BULK
+
+
+SIMILAR = {"functions": {"acme-sync": {}, "old-acme-sync": {}}}
+"""Two functions, one slug ending in the other: `sync` of app `acme`, and `acme-sync` of app `old` (or `sync` of `old-acme`)."""
+
+
+@pytest.mark.parametrize(
+    ("listed_window", "run_of", "expected"),
+    [
+        (window("acme-sync", app_id=APP_UUID), "acme-sync", Source.BULK),  # as the server lists it
+        (window("acme-sync", app_id=APP_UUID), "old-acme-sync", Source.MANUAL),
+        (window("old-acme-sync", app_id=APP_UUID), "acme-sync", Source.MANUAL),
+        (window("acme-sync", app_id="old"), "old-acme-sync", Source.BULK),  # a request body's form
+        (window("acme-sync", app_id="old"), "acme-sync", Source.MANUAL),
+        (window("sync", app_id="acme"), "old-acme-sync", Source.MANUAL),
+    ],
+)
+def test_a_window_never_takes_another_functions_runs(
+    state: StateDB, listed_window: BulkWindow, run_of: str, expected: Source
+) -> None:
+    assert classify(state, cancellation(run_of, 600), config=SIMILAR, bulk=[listed_window], polled_at_s=700)[0] is expected
+
+
+def test_a_listed_cancellation_of_this_run_alone_means_manual(state: StateDB) -> None:
+    # positive evidence: the function need not be declared, nor the list read since the cancellation
+    assert classify(state, cancellation("other-fn", 600), bulk=[run_cancelled(590)], polled_at_s=595)[0] is Source.MANUAL
+    assert classify(state, cancellation("app-import", 600), bulk=[run_cancelled(590)], polled_at_s=595)[0] is Source.MANUAL
+    # a cancel signal may still come for a function with `cancel_on` rules: held until then
+    assert classify(state, cancellation("app-import", 600), bulk=[run_cancelled(590)], polled_at_s=700, final=False)[0] is None
+
+
+def test_a_listed_cancellation_of_another_run_or_made_after_the_cancellation_does_not_count(state: StateDB) -> None:
+    assert classify(state, cancellation("other-fn", 600), bulk=[run_cancelled(590, "another-run")], polled_at_s=700)[0] is Source.UNKNOWN
+    assert classify(state, cancellation("other-fn", 600), bulk=[run_cancelled(600.001)], polled_at_s=700)[0] is Source.UNKNOWN
+
+
+def test_a_listed_cancellation_and_a_timeout_are_not_claimed(state: StateDB) -> None:
+    assert classify(state, cancellation("app-import", 7200.2), bulk=[run_cancelled(7000)], polled_at_s=7300)[0] is Source.UNKNOWN
