@@ -1,0 +1,132 @@
+"""A user's Inngest app, on the official Python SDK, whose functions get cancelled by every path Inngest has.
+
+Served over HTTP in the test process and synced by the real server, beside the
+exporter. Each function exists to be cancelled one way; `EXPORTER_CONFIG` is what a
+user would declare to the exporter for them, and `TRUE_SOURCE` the source each way
+of cancelling really is.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from typing import Any
+
+import inngest
+import inngest.flask
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from tests.conftest import free_port
+
+APP_ID = "e2e-shop"
+HOLD = datetime.timedelta(minutes=10)
+"""How long a run waits for its cancellation: longer than any test."""
+START_TIMEOUT_S = 4
+FINISH_TIMEOUT_S = 4
+BUSY_S = 12.0
+"""How long the concurrency-limited function's first run keeps its only slot, so later runs stay queued past START_TIMEOUT_S."""
+
+CANCEL_ON = "wait-for-cancel-event"
+START_TIMEOUT = "queued-past-start-timeout"
+FINISH_TIMEOUT = "runs-past-finish-timeout"
+SINGLETON = "singleton-sync"
+BATCHED = "batched-digest"
+PLAIN = "plain-job"
+RECORDER = "record-outcomes"
+"""Subscribes to Inngest's own outcome events, so a test sees exactly what the exporter was sent."""
+
+TRIGGERS = {
+    CANCEL_ON: "shop/order.created",
+    START_TIMEOUT: "shop/report.requested",
+    FINISH_TIMEOUT: "shop/export.requested",
+    SINGLETON: "shop/sync.requested",
+    BATCHED: "shop/digest.item",
+    PLAIN: "shop/job.requested",
+}
+CANCEL_SIGNAL = "shop/order.cancelled"
+
+EXPORTER_CONFIG: dict[str, Any] = {
+    "functions": {
+        f"{APP_ID}-{CANCEL_ON}": {
+            "cancel_on": [{"event": CANCEL_SIGNAL, "if": "async.data.order_id == event.data.order_id", "timeout": "1h"}],
+        },
+        f"{APP_ID}-{START_TIMEOUT}": {"timeouts": {"start": f"{START_TIMEOUT_S}s"}},
+        f"{APP_ID}-{FINISH_TIMEOUT}": {"timeouts": {"finish": f"{FINISH_TIMEOUT_S}s"}},
+        f"{APP_ID}-{SINGLETON}": {},
+        f"{APP_ID}-{BATCHED}": {},
+        f"{APP_ID}-{PLAIN}": {},
+    },
+    "bulk_cancellations": {"poll_interval": "2s"},
+}
+"""What a user declares to the exporter for this app (JSON is YAML)."""
+
+
+def build_functions(
+    client: inngest.Inngest, started: dict[str, str], outcomes: list[dict[str, Any]]
+) -> list[inngest.Function[Any]]:
+    """The app's functions; `started` records each run the app saw begin (run id -> its trigger's name), `outcomes` the outcome events."""
+
+    def wait(ctx: inngest.ContextSync) -> None:
+        started.setdefault(ctx.run_id, ctx.event.name)
+        ctx.step.sleep("wait-to-be-cancelled", HOLD)
+
+    def busy(ctx: inngest.ContextSync) -> None:
+        started.setdefault(ctx.run_id, ctx.event.name)
+        ctx.step.run("hold-the-only-slot", lambda: time.sleep(BUSY_S))
+
+    def record(ctx: inngest.ContextSync) -> None:
+        outcomes.append(ctx.event.model_dump(mode="json"))
+
+    def make(fn_id: str, handler: Any, **options: Any) -> inngest.Function[Any]:
+        return client.create_function(fn_id=fn_id, trigger=inngest.TriggerEvent(event=TRIGGERS[fn_id]), retries=0, **options)(handler)
+
+    return [
+        make(CANCEL_ON, wait, cancel=[inngest.Cancel(event=CANCEL_SIGNAL, if_exp="async.data.order_id == event.data.order_id", timeout=datetime.timedelta(hours=1))]),
+        make(START_TIMEOUT, busy, concurrency=[inngest.Concurrency(limit=1)], timeouts=inngest.Timeouts(start=datetime.timedelta(seconds=START_TIMEOUT_S))),
+        make(FINISH_TIMEOUT, wait, timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=FINISH_TIMEOUT_S))),
+        make(SINGLETON, wait, singleton=inngest.Singleton(key="event.data.account", mode="cancel")),
+        make(BATCHED, wait, batch_events=inngest.Batch(max_size=3, timeout=datetime.timedelta(seconds=1))),
+        make(PLAIN, wait),
+        client.create_function(
+            fn_id=RECORDER,
+            retries=0,
+            trigger=[
+                inngest.TriggerEvent(event="inngest/function.cancelled"),
+                # not its own finished runs: each would trigger another
+                inngest.TriggerEvent(event="inngest/function.finished", expression=f"event.data.function_id != '{APP_ID}-{RECORDER}'"),
+            ],
+        )(record),
+    ]
+
+
+class TestApp:
+    """The app on werkzeug's threaded server in this process; a context manager."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, *, server_url: str, signing_key: str | None) -> None:
+        self.port = free_port()
+        self.serve_url = f"http://127.0.0.1:{self.port}/api/inngest"
+        self.started: dict[str, str] = {}
+        self.outcomes: list[dict[str, Any]] = []
+        client = inngest.Inngest(
+            app_id=APP_ID,
+            is_production=signing_key is not None,
+            signing_key=signing_key,
+            api_base_url=server_url,
+            event_api_base_url=server_url,
+        )
+        app = Flask(APP_ID)
+        inngest.flask.serve(app, client, build_functions(client, self.started, self.outcomes))
+        self._server: BaseWSGIServer = make_server("127.0.0.1", self.port, app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="e2e-app", daemon=True)
+
+    def __enter__(self) -> "TestApp":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._thread.join(10)

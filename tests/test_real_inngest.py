@@ -1,0 +1,225 @@
+"""The exporter against Inngest's real open-source server (`inngest start` and `inngest dev`), every cancellation path.
+
+The server syncs two apps: the exporter's `serve` process and a user's app (the
+official Python SDK) whose runs the test cancels by every path Inngest offers:
+a `cancelOn` event, a start timeout, a finish timeout, a singleton in `cancel`
+mode, and the REST API v1, API v2 and the dashboard's GraphQL mutation (a batched
+run among them). The exporter learns of each cancellation only as in production,
+through `/api/inngest`, signatures checked. For every run the test knows the true
+cause and asserts that the exporter's source (its span's attribute) is that cause
+or `unknown`, never another source, and that each run is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+from tests.conftest import ServeProcess
+from tests.support import inngest_test_app as shop
+from tests.support.inngest_server import InngestServer, Mode
+from tests.support.exposition import assert_promtool_passes
+from tests.support.otlp_receiver import OtlpHttpReceiver
+from tests.support.waiting import eventually
+
+REAL_SERVER_FIXTURES = Path(__file__).parent / "fixtures" / "real-server"
+EXPORTER_APP_ID = "inngest-cancellation-exporter"
+
+
+@dataclass(frozen=True)
+class CancelledRun:
+    run_id: str
+    function: str
+    """The function's id within the shop app."""
+    path: str
+    """How the test cancelled it."""
+    true_source: str
+
+
+@dataclass
+class Stack:
+    inngest: InngestServer
+    exporter: ServeProcess
+    app: shop.TestApp
+    spans: OtlpHttpReceiver
+
+
+@pytest.fixture(params=["start", "dev"], ids=["inngest-start", "inngest-dev"])
+def stack(request: pytest.FixtureRequest, serve: Callable[..., ServeProcess], tmp_path: Path) -> Iterator[Stack]:
+    """A real Inngest server syncing the exporter and the shop app; spans go to a local OTLP receiver."""
+    mode: Mode = request.param
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps(shop.EXPORTER_CONFIG))
+    server = InngestServer(mode, tmp_path, [])
+    with OtlpHttpReceiver() as spans, shop.TestApp(server_url=server.url, signing_key=server.signing_key if mode == "start" else None) as app:
+        env = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": spans.protocol,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "EXPORTER_ATTRIBUTION_GRACE": "20s",
+        }
+        if mode == "start":
+            env |= {"INNGEST_SIGNING_KEY": server.signing_key, "INNGEST_API_BASE_URL": server.url}
+        else:
+            env |= {"INNGEST_DEV": server.url, "INNGEST_SIGNING_KEY": ""}
+        exporter = serve("--config", str(config), **env)
+        server.sdk_urls = [app.serve_url, f"{exporter.url}/api/inngest"]
+        with server:
+            eventually(lambda: _synced(server), timeout=60)
+            yield Stack(server, exporter, app, spans)
+        print(server.log()[-4000:])
+
+
+def _synced(server: InngestServer) -> bool:
+    """Both apps registered with their functions (the exporter's cancel-signal function included)."""
+    query = "{ apps { externalID functions { slug } } }"
+    answer = server.session.post(f"{server.url}/v0/gql", json={"query": query}, headers=server._auth, timeout=5)
+    apps = {app["externalID"]: app["functions"] for app in (answer.json().get("data") or {}).get("apps") or []}
+    return len(apps.get(shop.APP_ID) or []) == len(shop.TRIGGERS) + 1 and len(apps.get(EXPORTER_APP_ID) or []) == 2
+
+
+def _first_run(server: InngestServer, event_id: str) -> str:
+    """The run an event triggered, once the server has scheduled it."""
+    found: list[str] = []
+
+    def scheduled() -> bool:
+        found[:] = [run["run_id"] for run in server.event_runs(event_id)]
+        return bool(found)
+
+    eventually(scheduled, timeout=30)
+    return found[0]
+
+
+def _cancel_by_every_path(stack: Stack) -> tuple[list[CancelledRun], set[str]]:
+    """Start runs of every shop function and cancel them by every path; the cancelled runs, and runs that must not be counted."""
+    server, started = stack.inngest, stack.app.started
+    orders = server.send(*({"name": shop.TRIGGERS[shop.CANCEL_ON], "data": {"order_id": f"o-{i}"}} for i in range(3)))
+    reports = server.send(*({"name": shop.TRIGGERS[shop.START_TIMEOUT], "data": {"report": i}} for i in range(4)))
+    exports = server.send(*({"name": shop.TRIGGERS[shop.FINISH_TIMEOUT], "data": {"export": i}} for i in range(2)))
+    first_sync = server.send({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": "acme"}})
+    server.send(*({"name": shop.TRIGGERS[shop.BATCHED], "data": {"item": i}} for i in range(3)))
+    jobs = server.send(*({"name": shop.TRIGGERS[shop.PLAIN], "data": {"job": i}} for i in range(6)))
+
+    order_runs = [_first_run(server, event) for event in orders]
+    report_runs = [_first_run(server, event) for event in reports]
+    export_runs = [_first_run(server, event) for event in exports]
+    singleton_run = _first_run(server, first_sync[0])
+    # the REST API does not link a batch's events to its run: the app tells which run got them
+    eventually(lambda: shop.TRIGGERS[shop.BATCHED] in started.values(), timeout=30)
+    batch_run = next(run for run, trigger in started.items() if trigger == shop.TRIGGERS[shop.BATCHED])
+    job_runs = [_first_run(server, event) for event in jobs]
+    # a cancelOn event applies only to runs scheduled before it was received; the singleton needs its first run going
+    eventually(lambda: all(run in started for run in [*order_runs, singleton_run, batch_run, *job_runs]), timeout=30)
+
+    server.send(*({"name": shop.CANCEL_SIGNAL, "data": {"order_id": f"o-{i}"}} for i in range(3)))
+    second_sync = _first_run(server, server.send({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": "acme"}})[0])
+    server.cancel_v1(batch_run)
+    for cancel, pair in zip((server.cancel_v1, server.cancel_v2, server.cancel_graphql), (job_runs[0:2], job_runs[2:4], job_runs[4:6])):
+        for run in pair:
+            cancel(run)
+
+    # with a concurrency limit of one, the first report run holds the slot; the others wait past their start timeout
+    eventually(lambda: len(set(report_runs) & set(started)) >= 1, timeout=30)
+    busy = [run for run in report_runs if run in started]
+    runs = [
+        *(CancelledRun(run, shop.CANCEL_ON, "cancelOn event", "event") for run in order_runs),
+        *(CancelledRun(run, shop.START_TIMEOUT, "start timeout", "timeout") for run in report_runs if run not in busy),
+        *(CancelledRun(run, shop.FINISH_TIMEOUT, "finish timeout", "timeout") for run in export_runs),
+        CancelledRun(singleton_run, shop.SINGLETON, "singleton cancel mode", "singleton"),
+        CancelledRun(batch_run, shop.BATCHED, "REST v1 DELETE (batched run)", "manual"),
+        *(CancelledRun(run, shop.PLAIN, "REST v1 DELETE", "manual") for run in job_runs[0:2]),
+        *(CancelledRun(run, shop.PLAIN, "API v2 cancel", "manual") for run in job_runs[2:4]),
+        *(CancelledRun(run, shop.PLAIN, "GraphQL cancelRun", "manual") for run in job_runs[4:6]),
+    ]
+    return runs, {*busy, second_sync}
+
+
+def _sources(stack: Stack) -> dict[str, list[str]]:
+    """The source the exporter gave each run it reported, by run id (a list: a run reported twice shows twice)."""
+    sources: dict[str, list[str]] = {}
+    for span in stack.spans.spans():
+        attributes = span.attributes
+        sources.setdefault(attributes["inngest.run.id"], []).append(attributes["inngest.cancellation.source"])
+    return sources
+
+
+def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
+    runs, not_cancelled = _cancel_by_every_path(stack)
+    server, exporter = stack.inngest, stack.exporter
+    eventually(lambda: all(server.run(run.run_id)["status"] == "Cancelled" for run in runs), timeout=60)
+    eventually(lambda: {run.run_id for run in runs} <= set(_sources(stack)), timeout=90)
+    eventually(lambda: exporter.metric("inngest_cancellation_exporter_pending_classifications") == 0, timeout=60)
+
+    sources = _sources(stack)
+    table = Counter((run.path, run.true_source, sources[run.run_id][0]) for run in runs)
+    print("\n".join(f"{path:32} true {true:9} exporter {given:9} x{count}" for (path, true, given), count in sorted(table.items())))
+    wrong = [(run, sources[run.run_id]) for run in runs if sources[run.run_id][0] not in (run.true_source, "unknown")]
+    assert not wrong, f"a source the evidence does not support: {wrong}"
+    assert all(len(given) == 1 for given in sources.values()), f"a run reported twice: {sources}"
+    assert not not_cancelled & set(sources), "a run that was not cancelled was reported"
+    assert set(sources) == {run.run_id for run in runs}
+
+    # the evidence that reached the exporter through Inngest decides: signals and timeouts are not left unknown
+    for run in runs:
+        if run.true_source in ("event", "timeout"):
+            assert sources[run.run_id] == [run.true_source], (run, sources[run.run_id])
+    assert (exporter.metric("inngest_cancellation_exporter_events_received_total", {"ingress": "inngest", "outcome": "signal"}) or 0) >= 3
+
+    expected = Counter(f"{shop.APP_ID}-{run.function}" for run in runs)
+    for function_id, count in expected.items():
+        counted = sum(
+            exporter.metric("inngest_function_cancellations_total", {"function_id": function_id, "source": source}) or 0
+            for source in ("event", "timeout", "bulk", "singleton", "manual", "unknown")
+        )
+        assert counted == count, (function_id, counted, count)
+    assert_promtool_passes(requests.get(f"{exporter.url}/metrics", timeout=5).content)
+    _check_fixtures(stack.app.outcomes, runs)
+
+
+FIXTURE_FILES = {
+    "cancelOn event": "function-cancelled-cancel-on.json",
+    "start timeout": "function-cancelled-start-timeout.json",
+    "finish timeout": "function-cancelled-finish-timeout.json",
+    "singleton cancel mode": "function-cancelled-singleton.json",
+    "REST v1 DELETE (batched run)": "function-cancelled-batch.json",
+    "REST v1 DELETE": "function-cancelled-rest-v1.json",
+    "API v2 cancel": "function-cancelled-api-v2.json",
+    "GraphQL cancelRun": "function-cancelled-graphql.json",
+}
+FINISHED_FIXTURE = "function-finished-cancelled.json"
+RECORD_ENV = "RECORD_REAL_SERVER_FIXTURES"
+
+
+def _shape(value: Any) -> Any:
+    """A payload's structure (keys and value types, lists by their first item), without the values that differ per run."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def _check_fixtures(outcomes: list[dict[str, Any]], runs: list[CancelledRun]) -> None:
+    """What the real server sent, one payload per path, matches the recorded fixtures' structure (RECORD_REAL_SERVER_FIXTURES=1 rewrites them)."""
+    cancelled = {event["data"]["run_id"]: event for event in outcomes if event["name"] == "inngest/function.cancelled"}
+    finished = {event["data"]["run_id"]: event for event in outcomes if event["name"] == "inngest/function.finished"}
+    live: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        live.setdefault(FIXTURE_FILES[run.path], cancelled[run.run_id])
+        if run.run_id in finished:
+            live.setdefault(FINISHED_FIXTURE, finished[run.run_id])
+    assert set(live) == {*FIXTURE_FILES.values(), FINISHED_FIXTURE}, sorted(live)
+    for name, event in live.items():
+        path = REAL_SERVER_FIXTURES / name
+        if os.environ.get(RECORD_ENV):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(event, indent=2, sort_keys=True) + "\n")
+        assert _shape(event) == _shape(json.loads(path.read_text())), f"{name}: the real server's payload changed shape"
