@@ -46,6 +46,12 @@ MAX_RUN_CANCELLATIONS = 100_000
 NO_LOWER_BOUND_MS = -(2**63)
 """`started_after_ms` of a window listed with no `started_after` (null): open at the start, it covers every run
 scheduled up to `started_before`. The smallest SQLite integer."""
+UNAVAILABLE_AFTER_SERVER_ERRORS = 3
+"""HTTP 500 answers in a row after which the list is taken as unavailable, when the answer does not say so itself."""
+FAILURE_REMINDER_MS = 10 * 60_000
+"""While polls keep failing the same way, a reminder is logged this often rather than a warning every poll."""
+NOT_OFFERED_ERROR = "Error listing cancellations"
+"""The `error` of the server's HTTP 500 when it has no store for the list to read (pkg/api/apiv1)."""
 _NOT_EVIDENCE = frozenset({"backlog", "start_timeout", "finish_timeout"})
 """Kinds of listed cancellation that are no window and name no run cancelled on its own: a backlog, and the
 server's own jobs for a run's timeouts."""
@@ -305,6 +311,7 @@ class BulkWindowStore:
         self._windows: tuple[BulkWindow, ...] = ()
         self._run_cancellations: dict[str, RunCancellation] = {}
         self._last_success_ms: int | None = None
+        self._list_available = True
         self._reload()
 
     def _reload(self) -> None:
@@ -361,6 +368,16 @@ class BulkWindowStore:
         """When the list was last read in full; None when never (in this state directory)."""
         return self._last_success_ms
 
+    def list_available(self) -> bool:
+        """False once the poller found that the list cannot be read (Inngest does not offer it), until it is read again.
+
+        Then no run waits for a poll. Kept in memory only: after a restart the first poll, made at once, tells again.
+        """
+        return self._list_available
+
+    def set_list_available(self, available: bool) -> None:
+        self._list_available = available
+
     def prune(self, now_ms: int) -> int:
         """Forget windows and single-run cancellations not listed for the retention period.
 
@@ -384,14 +401,41 @@ class BulkWindowStore:
 
 
 class _PollFailed(Exception):
-    """A poll that read nothing usable; the message says why, without the key."""
+    """A poll that read nothing usable; the message says why, without the key.
+
+    `kind` names the failure without the details that change from poll to poll (a
+    connection's address), so that a repeat is recognised; `not_offered` says the
+    answer itself shows that the server has no list to read.
+    """
+
+    def __init__(self, message: str, *, kind: str, status: int | None = None, not_offered: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.not_offered = not_offered
+
+
+@dataclass
+class _Outage:
+    """Polls failing in a row since `since_ms`, and what was last logged about them."""
+
+    since_ms: int
+    polls: int = 0
+    server_errors: int = 0
+    """HTTP 500 answers in a row, up to the last poll."""
+    told_kind: str | None = None
+    told_at_ms: int = 0
 
 
 class BulkPoller:
     """Reads the bulk cancellation list every `interval` seconds into a `BulkWindowStore`.
 
-    A failed poll is logged and counted, never raised: the evidence already stored
-    just grows older, and the classifier stops concluding `manual` until a poll succeeds.
+    A failed poll is counted, never raised: the evidence already stored just grows
+    older, and the classifier stops concluding `manual` until a poll succeeds. It is
+    logged when it starts, when it changes, every FAILURE_REMINDER_MS while it lasts,
+    and when it ends, not at every poll. When the answers show that the server does
+    not offer the list (self-hosted and dev servers answer HTTP 500), the store is
+    marked so and held runs are released: none waits for a poll that cannot succeed.
     """
 
     def __init__(
@@ -402,18 +446,30 @@ class BulkPoller:
         interval: float,
         health: HealthMetrics,
         timeout: float = 10.0,
-        on_success: Callable[[], object] = lambda: None,
+        on_settled: Callable[[], object] = lambda: None,
+        now_ms: Callable[[], int] = clock.now_ms,
     ) -> None:
+        """`on_settled` releases the held runs that no longer wait: called after each successful poll, and when the
+        list is found unavailable."""
         self._store = store
-        self._on_success = on_success
+        self._on_settled = on_settled
+        self._now_ms = now_ms
         self._url = settings.api_base_url.rstrip("/") + LIST_PATH
         self._keys = settings.signing_keys
+        self._interval = interval
         self._timeout = timeout
         self._health = health
         self._reported: set[str] = set()
+        self._outage: _Outage | None = None
         # polled at once: evidence is wanted before the first cancellations arrive
         self._task = PeriodicTask("bulk-poller", interval, self.poll_once, run_first=True)
         health.gauge_from("bulk_windows", "Bulk cancellation windows kept as attribution evidence.", store.size)
+        health.gauge_from(
+            "bulk_list_available",
+            "0 once the bulk cancellation list was found unavailable (Inngest does not offer it): no run waits for it, "
+            "and runs that would be manual are unknown; 1 otherwise.",
+            lambda: float(store.list_available()),
+        )
 
     def start(self) -> None:
         self._task.start()
@@ -423,25 +479,71 @@ class BulkPoller:
         self._task.stop(timeout)
 
     def poll_once(self) -> bool:
-        """Read the whole list and store it; False (logged and counted as an error) when that failed."""
-        started_ms = clock.now_ms()  # before the request: a later cancellation may be missing from the answer
+        """Read the whole list and store it; False (counted as an error) when that failed."""
+        started_ms = self._now_ms()  # before the request: a later cancellation may be missing from the answer
         try:
             listed, problems = self._read_all()
             self._store.record(listed, started_ms)
         except Exception as err:  # never raise: a failed poll only leaves the evidence older
-            log.warning("bulk cancellations: polling GET %s failed: %s", self._url, self._redacted(str(err)))
-            self._health.bulk_polls.labels("error").inc()
+            self._failed(err, started_ms)
             return False
+        self._recovered()
         for problem in sorted(set(problems) - self._reported):
             log.warning("bulk cancellations: skipping %s", problem)
         self._reported = set(problems)  # the last poll's only: bounded, and a problem that comes back is told again
         self._health.bulk_polls.labels("ok").inc()
         self._health.last_bulk_poll.set(started_ms / 1000)
-        try:
-            self._on_success()  # runs held only for this poll can go now
-        except Exception:
-            log.exception("releasing cancellations after a bulk poll failed; they are released when due")
+        self._settle()  # runs held only for this poll can go now
         return True
+
+    def _failed(self, err: Exception, now_ms: int) -> None:
+        """Count a failed poll, decide whether the list is unavailable, and log what is new."""
+        self._health.bulk_polls.labels("error").inc()
+        failure = err if isinstance(err, _PollFailed) else _PollFailed(str(err), kind=type(err).__name__)
+        outage = self._outage = self._outage or _Outage(since_ms=now_ms)
+        outage.polls += 1
+        outage.server_errors = outage.server_errors + 1 if failure.status == 500 else 0
+        reason = self._redacted(str(failure))
+        if self._store.list_available() and (failure.not_offered or outage.server_errors >= UNAVAILABLE_AFTER_SERVER_ERRORS):
+            self._store.set_list_available(False)
+            repeated = f", {outage.server_errors} times in a row" if outage.server_errors > 1 else ""
+            log.warning(
+                "bulk cancellations: GET %s %s%s: this Inngest server does not offer the bulk cancellation list "
+                "(self-hosted and dev servers have none) or cannot read it. Until it can, bulk cancellations cannot be "
+                "told apart from cancels of single runs: runs that would be `manual` are reported `unknown`, and no run "
+                "waits for a poll. Polling goes on every %gs and its recovery is logged; to stop it, set "
+                "`bulk_cancellations: {enabled: false}` in the config.",
+                self._url, reason, repeated, self._interval,
+            )
+            self._settle()  # runs held only for a poll can go now
+        elif failure.kind != outage.told_kind:
+            log.warning("bulk cancellations: polling GET %s failed: %s", self._url, reason)
+        elif now_ms - outage.told_at_ms >= FAILURE_REMINDER_MS:
+            log.warning(
+                "bulk cancellations: polling GET %s still fails: %s (%d polls in a row, for %d minutes)",
+                self._url, reason, outage.polls, (now_ms - outage.since_ms) // 60_000,
+            )
+        else:
+            return
+        outage.told_kind, outage.told_at_ms = failure.kind, now_ms
+
+    def _recovered(self) -> None:
+        """After a successful poll: say so once if polls had failed, and let runs wait for the list again."""
+        outage, self._outage = self._outage, None
+        was_available = self._store.list_available()
+        self._store.set_list_available(True)
+        if outage is not None:
+            log.info(
+                "bulk cancellations: GET %s read again after %d failed polls%s",
+                self._url, outage.polls, "" if was_available else "; bulk and manual can be concluded again",
+            )
+
+    def _settle(self) -> None:
+        """Let the pipeline release held runs that no longer wait for a poll."""
+        try:
+            self._on_settled()
+        except Exception:
+            log.exception("releasing held cancellations failed; they are released when due")
 
     def _read_all(self) -> tuple[list[Listed], list[str]]:
         """The evidence and problems of every page; ValueError or _PollFailed when the list cannot be read whole."""
@@ -457,7 +559,7 @@ class BulkPoller:
             if cursor is None:
                 return listed, problems
             params = {"limit": str(PAGE_LIMIT), "cursor": cursor}
-        raise _PollFailed(f"the list goes on past {MAX_PAGES} pages; not read in part")
+        raise _PollFailed(f"the list goes on past {MAX_PAGES} pages; not read in part", kind="too many pages")
 
     def _get(self, params: Mapping[str, str]) -> Any:
         """One page as JSON, asked with the signing key, and once more with the fallback key after a 401."""
@@ -466,20 +568,21 @@ class BulkPoller:
         if response.status_code == 401 and len(keys) > 1:
             response = self._request(params, keys[1])
         if not 200 <= response.status_code < 300:
-            raise _PollFailed(f"answered HTTP {response.status_code}")
+            raise _refusal(response)
         try:
             return response.json()
         except ValueError:
-            raise _PollFailed(f"answer is not JSON (Content-Type {response.headers.get('Content-Type')!r})") from None
+            content_type = response.headers.get("Content-Type")
+            raise _PollFailed(f"answer is not JSON (Content-Type {content_type!r})", kind="not JSON") from None
 
     def _request(self, params: Mapping[str, str], key: str | None) -> requests.Response:
         headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
         try:
             return requests.get(self._url, params=params, headers=headers, timeout=self._timeout)
         except requests.Timeout:
-            raise _PollFailed(f"no answer within {self._timeout:g}s") from None
+            raise _PollFailed(f"no answer within {self._timeout:g}s", kind="timeout") from None
         except requests.RequestException as err:
-            raise _PollFailed(f"request failed: {err}") from None
+            raise _PollFailed(f"request failed: {err}", kind=type(err).__name__) from None
 
     def _redacted(self, message: str) -> str:
         """`message` with any signing key masked, as is or escaped (requests quotes a refused header): never log a key."""
@@ -487,6 +590,34 @@ class BulkPoller:
             for form in (key, repr(key)[1:-1]):
                 message = message.replace(form, "<signing key>")
         return message
+
+
+def _refusal(response: requests.Response) -> _PollFailed:
+    """The failure of an answer that is not 2xx, with the server's `error` when it gives one.
+
+    The open-source server has no store for the list: it answers HTTP 500, empty (the
+    handler's panic, recovered) or with NOT_OFFERED_ERROR. That, or a 501, shows that the
+    list is not offered.
+    """
+    status = response.status_code
+    empty = not response.content.strip()
+    error = _error_field(response)
+    if error is not None:
+        detail = f" ({error[:200]!r})"
+    else:
+        detail = " with no body" if empty else ""
+    not_offered = status == 501 or (status == 500 and (empty or error == NOT_OFFERED_ERROR))
+    return _PollFailed(f"answered HTTP {status}{detail}", kind=f"HTTP {status}", status=status, not_offered=not_offered)
+
+
+def _error_field(response: requests.Response) -> str | None:
+    """The `error` of an answer in the server's error shape (`{"error": ..., "status": ...}`), if it is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) and error else None
 
 
 def _next_cursor(body: Any) -> str | None:

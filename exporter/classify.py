@@ -17,7 +17,8 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
 A run is *undecided* while evidence that would change its answer can still
 arrive (signals and bulk windows are delivered asynchronously): a cancel signal,
 for a function with `cancel_on` rules not yet explained by one; a bulk window,
-while bulk polling has not read the list since the cancellation. The pipeline
+while bulk polling has not read the list since the cancellation (unless the
+list was found unavailable: no poll will read it). The pipeline
 holds it for a grace period and asks again with `final=True`, when the evidence
 then seen decides. A listed cancellation created after the run was cancelled
 (its id is a ULID) is not its cause; a signal search cut short by a storm of
@@ -112,7 +113,10 @@ class EvidenceClassifier:
     ) -> bool:
         """Whether a cancel signal or a bulk window that would change the answer can still be delivered."""
         late_signal = fn is not None and bool(fn.cancel_on) and Source.EVENT not in found
-        late_bulk = self._bulk is not None and Source.BULK not in found and not self._polled_since(tx, cancellation)
+        late_bulk = (
+            self._bulk is not None and Source.BULK not in found
+            and self._bulk.list_available() and not self._polled_since(tx, cancellation)
+        )
         return late_signal or late_bulk
 
     def _polled_since(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:

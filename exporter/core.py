@@ -107,7 +107,7 @@ class Exporter:
                 settings,
                 interval=bulk.poll_interval,
                 health=self.health,
-                on_success=self.pipeline.release_settled,
+                on_settled=self.pipeline.release_settled,
             )
         self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
         self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)

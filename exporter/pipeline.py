@@ -181,7 +181,8 @@ class Pipeline:
     def release_settled(self) -> int:
         """Emit the held cancellations that no longer wait for anything (say, a bulk poll since came in); how many.
 
-        Called after each successful bulk poll, so most runs wait one poll interval, not the whole grace period.
+        Called after each successful bulk poll, so most runs wait one poll interval, not the whole grace period,
+        and once the bulk list is found unavailable, so that none waits for a poll that cannot succeed.
         """
         released_total, key = 0, (-1, "")
         while True:

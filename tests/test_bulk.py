@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -10,12 +11,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import ulid
 from prometheus_client import CollectorRegistry
 
-from exporter import bulk
+from exporter import bulk, clock
 from exporter.bulk import (
+    FAILURE_REMINDER_MS,
     MAX_PAGES,
     NO_LOWER_BOUND_MS,
+    UNAVAILABLE_AFTER_SERVER_ERRORS,
     BulkPoller,
     BulkWindow,
     BulkWindowStore,
@@ -23,6 +27,8 @@ from exporter.bulk import (
     parse_cancellations,
     rfc3339_ms,
 )
+from exporter.config import parse_config
+from exporter.core import Exporter
 from exporter.health import PREFIX, HealthMetrics
 from exporter.settings import load_settings
 from exporter.state import StateDB
@@ -374,7 +380,17 @@ class Polling:
             env["INNGEST_SIGNING_KEY_FALLBACK"] = fallback
         self.registry = CollectorRegistry()
         self.store = store
-        self.poller = BulkPoller(store, load_settings(env), interval=interval, health=HealthMetrics(self.registry), timeout=timeout)
+        self.later_ms = 0
+        """How far the poller's clock runs ahead of the wall clock."""
+        self.settled = 0
+        """Calls of `on_settled`: held runs released."""
+        self.poller = BulkPoller(
+            store, load_settings(env), interval=interval, health=HealthMetrics(self.registry), timeout=timeout,
+            on_settled=self._settle, now_ms=lambda: clock.now_ms() + self.later_ms,
+        )
+
+    def _settle(self) -> None:
+        self.settled += 1
 
     def polls(self, outcome: str) -> float:
         return self.registry.get_sample_value(f"{PREFIX}_bulk_polls_total", {"outcome": outcome}) or 0.0
@@ -470,8 +486,131 @@ def test_an_unreachable_api_is_a_failed_poll(store: BulkWindowStore, caplog: pyt
         polling = Polling(gone, store)
     with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
         assert polling.poller.poll_once() is False
-    assert "request failed" in caplog.text and SIGNING_KEY not in caplog.text
-    assert polling.polls("error") == 1
+        assert polling.poller.poll_once() is False  # the error names another connection object: still the same failure
+    assert caplog.text.count("request failed") == 1 and SIGNING_KEY not in caplog.text
+    assert polling.polls("error") == 2
+    assert store.list_available() and polling.settled == 0  # an outage: runs still wait for the list
+
+
+def said(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
+    """What the poller logged at `level`."""
+    return [r.getMessage() for r in caplog.records if r.name == "exporter.bulk" and r.levelno == level]
+
+
+@pytest.mark.parametrize(
+    "mode, reason",
+    [
+        (Mode.NOT_OFFERED, "answered HTTP 500 ('Error listing cancellations')"),
+        (Mode.NOT_OFFERED_EMPTY, "answered HTTP 500 with no body"),
+    ],
+)
+def test_a_server_without_the_list_is_told_once_and_no_run_waits_for_it(
+    api: FakeInngestApi, store: BulkWindowStore, caplog: pytest.LogCaptureFixture, mode: Mode, reason: str
+) -> None:
+    api.mode = mode
+    polling = Polling(api, store)
+    assert polling.metric("bulk_list_available") == 1
+    with caplog.at_level(logging.INFO, logger="exporter.bulk"):
+        for _ in range(5):
+            assert polling.poller.poll_once() is False
+    (told,) = said(caplog)
+    assert told.startswith(f"bulk cancellations: GET {api.url}/v1/cancellations {reason}: ")
+    for words in (
+        "does not offer the bulk cancellation list", "self-hosted and dev servers have none",
+        "runs that would be `manual` are reported `unknown`", "no run waits for a poll",
+        "Polling goes on every 60s", "set `bulk_cancellations: {enabled: false}` in the config",
+    ):
+        assert words in told
+    assert store.list_available() is False and polling.metric("bulk_list_available") == 0
+    assert polling.polls("error") == 5 and polling.settled == 1  # held runs released when it was found out
+
+    caplog.clear()
+    api.mode = Mode.LIST
+    with caplog.at_level(logging.INFO, logger="exporter.bulk"):
+        assert polling.poller.poll_once() is True
+        assert polling.poller.poll_once() is True
+    assert said(caplog, logging.INFO) == [
+        f"bulk cancellations: GET {api.url}/v1/cancellations read again after 5 failed polls;"
+        " bulk and manual can be concluded again"
+    ]
+    assert said(caplog) == [] and store.list_available() and polling.metric("bulk_list_available") == 1
+
+
+def test_another_server_error_makes_the_list_unavailable_once_it_repeats(
+    api: FakeInngestApi, store: BulkWindowStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.mode = Mode.ERROR
+    polling = Polling(api, store)
+    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+        for _ in range(UNAVAILABLE_AFTER_SERVER_ERRORS - 1):
+            assert polling.poller.poll_once() is False
+        assert store.list_available() and polling.settled == 0
+        assert polling.poller.poll_once() is False
+    failed, unavailable = said(caplog)
+    assert failed.endswith("failed: answered HTTP 500 ('Something went wrong.  Please try again')")
+    assert f"{UNAVAILABLE_AFTER_SERVER_ERRORS} times in a row: " in unavailable and "does not offer" in unavailable
+    assert not store.list_available() and polling.settled == 1
+
+
+def test_only_server_errors_in_a_row_make_the_list_unavailable(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    polling = Polling(api, store)
+    for mode in (Mode.ERROR, Mode.ERROR, Mode.NOT_JSON, Mode.ERROR, Mode.ERROR, Mode.LIST, Mode.ERROR, Mode.ERROR):
+        api.mode = mode
+        polling.poller.poll_once()
+    assert store.list_available() and polling.polls("error") == 7
+
+
+def test_a_lasting_failure_is_told_when_it_starts_changes_and_every_ten_minutes(
+    api: FakeInngestApi, store: BulkWindowStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.mode = Mode.NOT_JSON
+    polling = Polling(api, store)
+    url = f"{api.url}/v1/cancellations"
+    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+        for _ in range(3):
+            polling.poller.poll_once()
+        polling.later_ms += FAILURE_REMINDER_MS - 1_000
+        polling.poller.poll_once()
+        polling.later_ms += 1_000
+        polling.poller.poll_once()
+        api.mode = Mode.WRONG_SHAPE
+        polling.poller.poll_once()
+        polling.poller.poll_once()
+    assert said(caplog) == [
+        f"bulk cancellations: polling GET {url} failed: answer is not JSON (Content-Type 'text/html')",
+        f"bulk cancellations: polling GET {url} still fails: answer is not JSON (Content-Type 'text/html')"
+        " (5 polls in a row, for 10 minutes)",
+        f"bulk cancellations: polling GET {url} failed: expected a JSON array or an object with a \"data\" array (or null)",
+    ]
+    assert polling.polls("error") == 7 and store.list_available()
+
+
+def test_held_runs_are_released_as_unknown_once_the_list_is_found_unavailable(api: FakeInngestApi, tmp_path: Path) -> None:
+    """Through the exporter's own wiring: the poller releases what the pipeline holds."""
+    api.mode = Mode.NOT_OFFERED
+    settings = load_settings(
+        {"EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_API_BASE_URL": api.url, "INNGEST_SIGNING_KEY": SIGNING_KEY}
+    )
+    exporter = Exporter(settings, parse_config({"functions": {SLUG: {}}, "bulk_cancellations": {}}, "test"), environ={})
+    assert exporter.bulk_poller is not None
+
+    def cancel() -> dict[str, int]:
+        now_ms = clock.now_ms()
+        run_id = str(ulid.ULID.from_timestamp((now_ms - 600_000) / 1000))
+        event = {"name": "inngest/function.cancelled", "id": run_id, "ts": now_ms, "data": {"run_id": run_id, "function_id": SLUG}}
+        answer: dict[str, int] = json.loads(exporter.ingest_body(json.dumps(event).encode(), "events"))
+        return answer
+
+    def unknown() -> float | None:
+        return exporter.registry.get_sample_value("inngest_function_cancellations_total", {"function_id": SLUG, "source": "unknown"})
+
+    try:
+        assert cancel()["pending"] == 1  # a poll could still show a bulk cancellation behind it
+        assert exporter.bulk_poller.poll_once() is False
+        assert exporter.pending.size() == 0 and unknown() == 1
+        assert cancel()["pending"] == 0 and unknown() == 2  # no run waits any more
+    finally:
+        exporter.stop()
 
 
 def test_a_key_in_an_error_message_is_masked(store: BulkWindowStore, caplog: pytest.LogCaptureFixture) -> None:

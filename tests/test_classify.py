@@ -54,6 +54,7 @@ def classify(
     *,
     bulk: list[Listed] | None = None,
     polled_at_s: float | None = None,
+    list_available: bool = True,
     final: bool = True,
 ) -> tuple[Source | None, list[str]]:
     """Classify `item` given signals (name, seconds after scheduling, data) and, when polling is on, the list's evidence."""
@@ -64,6 +65,7 @@ def classify(
         windows = BulkWindowStore(state, retention_seconds=86400)
         if polled_at_s is not None:
             windows.record(bulk, SCHEDULED + int(polled_at_s * 1000))
+        windows.set_list_available(list_available)
     classifier = EvidenceClassifier(parse_config(config, "test"), store, windows, errors.append)
     with state.transaction() as tx:
         for name, offset_s, data in signals:
@@ -207,3 +209,12 @@ def test_a_listed_cancellation_of_another_run_or_made_after_the_cancellation_doe
 
 def test_a_listed_cancellation_and_a_timeout_are_not_claimed(state: StateDB) -> None:
     assert classify(state, cancellation("app-import", 7200.2), bulk=[run_cancelled(7000)], polled_at_s=7300)[0] is Source.UNKNOWN
+
+
+def test_no_run_waits_for_a_list_found_unavailable_and_manual_is_not_concluded(state: StateDB) -> None:
+    quiet = {"functions": {"app-quiet": {}}}
+    item = cancellation("app-quiet", 600)
+    assert classify(state, item, config=quiet, bulk=[], polled_at_s=None, final=False)[0] is None
+    assert classify(state, item, config=quiet, bulk=[], polled_at_s=None, list_available=False, final=False)[0] is Source.UNKNOWN
+    # evidence read before the list became unavailable still counts
+    assert classify(state, item, config=quiet, bulk=[window("app-quiet")], polled_at_s=500, list_available=False, final=False)[0] is Source.BULK
