@@ -595,9 +595,9 @@ class BulkPoller:
 def _refusal(response: requests.Response) -> _PollFailed:
     """The failure of an answer that is not 2xx, with the server's `error` when it gives one.
 
-    The open-source server has no store for the list: it answers HTTP 500, empty (the
-    handler's panic, recovered) or with NOT_OFFERED_ERROR. That, or a 501, shows that the
-    list is not offered.
+    The open-source server (`inngest start`, `inngest dev`) has no store for the list: v1.43
+    answers HTTP 500 with no body (its handler's panic, recovered); a server whose store
+    fails answers NOT_OFFERED_ERROR. Either, or a 501, shows that the list is not offered.
     """
     status = response.status_code
     empty = not response.content.strip()

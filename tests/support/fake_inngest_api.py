@@ -41,8 +41,8 @@ class Mode(enum.Enum):
     NOT_OFFERED = "not_offered"
     """500 with NOT_OFFERED_BODY, as a server with no backend for the list answers."""
     NOT_OFFERED_EMPTY = "not_offered_empty"
-    """500 with an empty JSON answer: the open-source server (v1.43, `inngest start` and `inngest dev`) has no
-    CancellationReadWriter, and chi's Recoverer answers the resulting panic so."""
+    """500 with no body, as `inngest dev` v1.43 answers (seen on the built server; `inngest start` runs the same
+    code): it has no store for the list, the handler panics, and chi's Recoverer answers so."""
     ERROR = "error"
     """500 with OTHER_ERROR_BODY."""
     HANG = "hang"
@@ -168,7 +168,7 @@ class FakeInngestApi(RecordingServer):
                     return
                 status, body = answer
                 if isinstance(body, bytes):
-                    self.answer(status, body, "application/json")
+                    self.answer(status, body, "application/json", {"X-Inngest-Server-Kind": "dev"})
                 elif isinstance(body, str):
                     self.answer(status, body.encode(), "text/html")
                 else:
