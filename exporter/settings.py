@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.durations import parse_duration
 
 SIGNATURE_MAX_AGE_SECONDS = 300
 """A signed request older than this is refused as a possible replay (fixed by the contract)."""
+CLOUD_API_ORIGIN = "https://api.inngest.com"
+DEV_SERVER_ORIGIN = "http://127.0.0.1:8288"
+"""Where the Inngest SDK finds the dev server when INNGEST_DEV is a flag rather than its URL."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("signing_key", "INNGEST_SIGNING_KEY", "Inngest signing key: verifies X-Inngest-Signature.", secret=True),
     SettingSpec("signing_key_fallback", "INNGEST_SIGNING_KEY_FALLBACK", "Previous signing key, accepted during a rotation.", secret=True),
     SettingSpec("dev", "INNGEST_DEV", "Development mode (1/true or the dev server URL): signatures are not required."),
-    SettingSpec("api_base_url", "INNGEST_API_BASE_URL", "Inngest REST API origin, for polling bulk cancellations."),
+    SettingSpec(
+        "api_base_url", "INNGEST_API_BASE_URL",
+        "Inngest REST API origin, for polling bulk cancellations (default: Inngest Cloud; in development mode the dev server).",
+    ),
     SettingSpec("dd_api_key", "DD_API_KEY", "Datadog API key; Datadog forwarding is on when set.", secret=True),
     SettingSpec("dd_site", "DD_SITE", "Datadog site, e.g. datadoghq.eu."),
     SettingSpec("datadog_url", "EXPORTER_DATADOG_URL", "Full base URL of the Datadog API, overriding DD_SITE (proxies, tests)."),
@@ -65,6 +71,17 @@ def _truthy_dev(value: Any) -> bool:
     return True  # "1", "true", or the dev server's URL, as the Inngest SDK accepts
 
 
+def _dev_server_origin(value: Any) -> str:
+    """The dev server's origin as the Inngest SDK reads INNGEST_DEV: its URL (http when it names no scheme), or the default.
+
+    Like the SDK, a value with neither a dot nor a colon (`1`, `true`) is a flag, not a host.
+    """
+    text = str(value).strip()
+    if text.startswith(("http://", "https://")):
+        return text
+    return f"http://{text}" if "." in text or ":" in text else DEV_SERVER_ORIGIN
+
+
 class Settings(BaseModel):
     """Validated settings; construct with `load_settings`."""
 
@@ -78,7 +95,7 @@ class Settings(BaseModel):
     signing_key: str | None = None
     signing_key_fallback: str | None = None
     dev: bool = False
-    api_base_url: str = "https://api.inngest.com"
+    api_base_url: str = CLOUD_API_ORIGIN
     dd_api_key: str | None = None
     dd_site: str = "datadoghq.com"
     datadog_url: str | None = None
@@ -93,6 +110,18 @@ class Settings(BaseModel):
     attribution_grace: float = 120.0
     threads: int = Field(default=8, ge=1, le=256)
     log_level: str = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_origin(cls, values: Any) -> Any:
+        """INNGEST_API_BASE_URL unset or empty: in development mode the dev server's origin, where the SDK talks too.
+
+        Polling Inngest Cloud while the app is served to a dev server would read another environment's list.
+        """
+        if not isinstance(values, dict) or str(values.get("api_base_url") or "").strip():
+            return values
+        dev = values.get("dev", False)
+        return {**values, "api_base_url": _dev_server_origin(dev) if _truthy_dev(dev) else CLOUD_API_ORIGIN}
 
     @field_validator("dev", mode="before")
     @classmethod

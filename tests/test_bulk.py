@@ -30,7 +30,7 @@ from exporter.bulk import (
 from exporter.config import parse_config
 from exporter.core import Exporter
 from exporter.health import PREFIX, HealthMetrics
-from exporter.settings import load_settings
+from exporter.settings import CLOUD_API_ORIGIN, DEV_SERVER_ORIGIN, load_settings
 from exporter.state import StateDB
 from tests.support.fake_inngest_api import APP_UUID, CURSOR_PLACES, FakeInngestApi, Mode, query, server_item
 from tests.support.payloads import FALLBACK_KEY, SIGNING_KEY, fixture_event
@@ -428,6 +428,40 @@ def test_a_poll_sends_the_signing_key_and_records_the_list(api: FakeInngestApi, 
     assert store.size() == 1 and polling.metric("bulk_windows") == 1
     assert polling.polls("ok") == 1 and polling.polls("error") == 0
     assert before - 1 <= (polling.metric("bulk_last_success_timestamp_seconds") or 0) <= time.time()
+
+
+@pytest.mark.parametrize(
+    "env, origin",
+    [
+        ({}, CLOUD_API_ORIGIN),
+        ({"INNGEST_DEV": "0"}, CLOUD_API_ORIGIN),
+        ({"INNGEST_DEV": "1"}, DEV_SERVER_ORIGIN),
+        ({"INNGEST_DEV": "true"}, DEV_SERVER_ORIGIN),
+        ({"INNGEST_DEV": "http://localhost:9000"}, "http://localhost:9000"),
+        ({"INNGEST_DEV": "localhost:9000"}, "http://localhost:9000"),
+        ({"INNGEST_DEV": "1", "INNGEST_API_BASE_URL": "https://api.example.com"}, "https://api.example.com"),
+        ({"INNGEST_DEV": "1", "INNGEST_API_BASE_URL": ""}, DEV_SERVER_ORIGIN),
+    ],
+)
+def test_the_list_is_read_from_the_server_the_sdk_talks_to(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], origin: str
+) -> None:
+    assert load_settings(env).api_base_url == origin
+    if env.get("INNGEST_DEV", "0") != "0" and not env.get("INNGEST_API_BASE_URL"):
+        # the SDK's own choice, from the same variables (it reads the process environment)
+        from inngest._internal import server_lib
+        from inngest._internal.client_lib.utils import get_api_origin
+
+        for name in ("INNGEST_API_BASE_URL", "INNGEST_BASE_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("INNGEST_DEV", env["INNGEST_DEV"])
+        assert get_api_origin(None, server_lib.ServerKind.DEV_SERVER) in (origin, origin + "/")
+
+
+def test_in_development_mode_the_dev_server_is_polled(api: FakeInngestApi, store: BulkWindowStore) -> None:
+    settings = load_settings({"INNGEST_DEV": api.url, "INNGEST_SIGNING_KEY": SIGNING_KEY})
+    assert BulkPoller(store, settings, interval=60, health=HealthMetrics(CollectorRegistry())).poll_once() is True
+    assert len(api.requests) == 1 and store.size() == 1
 
 
 def test_the_fallback_key_is_tried_after_a_401(api: FakeInngestApi, store: BulkWindowStore) -> None:
