@@ -249,10 +249,46 @@ def _(b: ScenarioBuilder) -> None:
 
 
 for _shape in ("array", "data"):
-    for _form in ("app", "slug"):
+    for _form in ("server", "app", "slug"):
         @named(f"bulk: list as a JSON {_shape}, function named by {_form}", Source.BULK, list_shape=_shape)
         def _(b: ScenarioBuilder, form: Any = _form) -> None:
             window_over(b, cancelled(b, IMPORT, Source.BULK, 10 * MINUTE), id_form=form)
+
+
+@named("bulk: window open at the start (started_after null), as the server lists it", Source.BULK, list_shape="data")
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, NOTIFY, Source.BULK, 10 * MINUTE)
+    b.window(NOTIFY, after_ms=None, before_ms=run.scheduled_ms, created_ms=run.cancelled_ms - MINUTE, id_form="server")
+
+
+@named("manual: the list names the run as cancelled alone, even of an unconfigured function", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, LEGACY, Source.MANUAL, 5 * MINUTE)
+    b.run_item(run, created_ms=run.cancelled_ms - SECOND)
+
+
+@named("manual: a listed cancellation of another run does not count", Source.UNKNOWN)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, LEGACY, Source.MANUAL, 5 * MINUTE)
+    b.run_item(run, created_ms=run.cancelled_ms - SECOND, target_id=b.ulid_at(run.scheduled_ms))
+
+
+@named("manual: a listed cancellation of the run made after it ended does not count", Source.UNKNOWN)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, LEGACY, Source.MANUAL, 5 * MINUTE)
+    b.run_item(run, created_ms=run.cancelled_ms + 1)
+
+
+@named("timeout: the server's own job for the run's timeout, listed, is no cancel by hand", Source.TIMEOUT)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.TIMEOUT, 2 * HOUR + 3 * SECOND)
+    b.run_item(run, created_ms=run.cancelled_ms - SECOND, kind="finish_timeout", cause="Event")
+
+
+@named("ambiguous: the run listed as cancelled alone at its finish timeout is unknown", Source.UNKNOWN)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.MANUAL, 2 * HOUR + 3 * SECOND)
+    b.run_item(run, created_ms=run.cancelled_ms - SECOND)
 
 
 @named("unconfigured function: bulk is still attributed", Source.BULK)

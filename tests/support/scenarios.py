@@ -31,8 +31,13 @@ the polled list until a successful poll has listed it.
 Runs are laid out in *epochs* of EPOCH_MS. Within an epoch, runs of different
 functions (*lanes*) are cancelled around the same moment, so their deliveries
 and the scenario's polls interleave; a function has at most one run per epoch
-and bulk windows never reach outside their epoch, so evidence only meets the
+and bulk windows never reach outside their epoch (one open at the start reaches
+back, but is created after every earlier run ended), so evidence only meets the
 runs the oracle reasons about.
+
+The polled list reads as Inngest's server writes it (tests.support.fake_inngest_api),
+or in the documented shapes; beside bulk cancellations it lists cancellations of
+single runs, and the server's own jobs for a run's timeouts.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from exporter.classify import FINISH_TIMEOUT_TOLERANCE, START_TIMEOUT_TOLERANCE
 from exporter.parsing import CANCELLED, FINISHED
 from exporter.signals import MAX_CANDIDATES
 from exporter.records import Source
+from tests.support.fake_inngest_api import go_time, server_item
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -74,7 +80,9 @@ SIGNAL_STORM = "signal-storm"
 """The matching signal is older than MAX_CANDIDATES newer ones of its name: the search never reaches it."""
 
 ListShape = Literal["array", "data", "mixed"]
-IdForm = Literal["app", "slug", "bare"]
+IdForm = Literal["server", "app", "slug", "bare"]
+"""How a list item names its function: as the server writes it (the full slug, beside the app's UUID); the bare
+function id beside the app's own id (a request body's form); the full slug alone; the bare id alone (documented)."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +256,8 @@ class _Signal:
 class _Window:
     id: str
     profile: Profile
-    after_ms: int
+    after_ms: int | None
+    """None: open at the start (`started_after` null)."""
     before_ms: int
     created_ms: int
     dropped_ms: int | None
@@ -259,7 +268,9 @@ class _Window:
 
     def applies_to(self, run: Run) -> bool:
         """Whether this bulk cancellation really targets `run` (Inngest knows the app, whatever the list says)."""
-        if self.profile.slug != run.profile.slug or not self.after_ms <= run.scheduled_ms <= self.before_ms:
+        if self.profile.slug != run.profile.slug or not run.scheduled_ms <= self.before_ms:
+            return False
+        if self.after_ms is not None and run.scheduled_ms < self.after_ms:
             return False
         return self.condition is None or run.trigger["data"].get(self.condition[0]) == self.condition[1]
 
@@ -268,20 +279,55 @@ class _Window:
 
     def as_json(self, rng: random.Random) -> dict[str, Any]:
         """The list item, with the variations the REST API may use for the same thing."""
+        expression = None if self.condition is None else f"event.data.{self.condition[0]} == '{self.condition[1]}'"
+        if self.id_form == "server":
+            return server_item(
+                self.id, self.profile.slug, started_after_ms=self.after_ms, started_before_ms=self.before_ms,
+                expression=expression,
+            )
         item: dict[str, Any] = {
             "id": self.id,
             "environment_id": "e03843e1-d2df-419e-9b7b-678b03f7398f",
             "function_id": self.profile.slug if self.id_form == "slug" else self.profile.name,
-            "started_after": _rfc3339(self.after_ms),
+            "started_after": None if self.after_ms is None else _rfc3339(self.after_ms),
             "started_before": _rfc3339(self.before_ms),
         }
+        if self.after_ms is None and rng.random() < 0.5:
+            del item["started_after"]
         if self.id_form == "app":
             item["app_id"] = self.profile.app
-        if self.condition is not None:
-            item["if"] = f"event.data.{self.condition[0]} == '{self.condition[1]}'"
+        if expression is not None:
+            item["if"] = expression
         elif rng.random() < 0.5:
             item["if"] = rng.choice((None, ""))
         return item
+
+
+@dataclass(frozen=True)
+class _RunItem:
+    """A listed cancellation that names one run (`target_id`): a person's (`run`), or the server's own job for a
+    run's timeout (`start_timeout`, `finish_timeout`, cause `Event`)."""
+
+    id: str
+    profile: Profile
+    target_id: str
+    created_ms: int
+    dropped_ms: int
+    kind: str = "run"
+    cause: str = "API"
+
+    def cancels_alone(self, run: Run) -> bool:
+        """Whether it says that `run` was cancelled on its own, by a person or a program."""
+        return self.kind == "run" and self.cause != "Event" and self.target_id == run.run_id
+
+    def listed_at(self, poll_ms: int) -> bool:
+        return self.created_ms <= poll_ms < self.dropped_ms
+
+    def as_json(self, rng: random.Random) -> dict[str, Any]:
+        return server_item(
+            self.id, self.profile.slug, started_before_ms=self.created_ms, kind=self.kind, cause=self.cause,
+            target_id=self.target_id,
+        )
 
 
 def _rfc3339(ms: int) -> str:
@@ -318,6 +364,7 @@ class ScenarioBuilder:
         self._events: list[tuple[int, int, dict[str, Any]]] = []
         self._signals: list[_Signal] = []
         self._windows: list[_Window] = []
+        self._run_items: list[_RunItem] = []
         self._outages: list[tuple[int, int]] = []
         self._runs: list[Run] = []
         self._spans: list[list[int]] = []
@@ -428,18 +475,29 @@ class ScenarioBuilder:
         self,
         profile: Profile,
         *,
-        after_ms: int,
+        after_ms: int | None,
         before_ms: int,
         created_ms: int,
         dropped_ms: int | None | Literal["epoch-end"] = "epoch-end",
         condition: tuple[str, str] | None = None,
         id_form: IdForm = "app",
     ) -> None:
-        """A bulk cancellation of `profile`'s runs scheduled in [after, before], listed from `created_ms`."""
-        assert self.epoch_start_ms <= after_ms <= before_ms < self.epoch_end_ms, "a window stays inside its epoch"
+        """A bulk cancellation of `profile`'s runs scheduled in [after, before] (None: up to before), listed from
+        `created_ms`."""
+        lowest = self.epoch_start_ms if after_ms is None else after_ms
+        assert self.epoch_start_ms <= lowest <= before_ms < self.epoch_end_ms, "a window ends inside its epoch"
         dropped = self.epoch_end_ms if dropped_ms == "epoch-end" else dropped_ms
         self._windows.append(
             _Window(self.ulid_at(created_ms), profile, after_ms, before_ms, created_ms, dropped, condition, id_form)
+        )
+        self._touch(created_ms)
+
+    def run_item(
+        self, run: Run, *, created_ms: int, kind: str = "run", cause: str = "API", target_id: str | None = None
+    ) -> None:
+        """A listed cancellation naming `run` (or the run `target_id`), listed from `created_ms` to the epoch's end."""
+        self._run_items.append(
+            _RunItem(self.ulid_at(created_ms), run.profile, target_id or run.run_id, created_ms, self.epoch_end_ms, kind, cause)
         )
         self._touch(created_ms)
 
@@ -462,10 +520,13 @@ class ScenarioBuilder:
             (at, priority, seq, EventDelivery(at, event)) for seq, (at, priority, event) in enumerate(self._events)
         ]
         for index, (at, ok) in enumerate(polls):
-            body = self._list_body([w for w in windows if w.listed_at(at)], index) if ok else None
+            listed = [item for item in (*windows, *self._run_items) if item.listed_at(at)]
+            body = self._list_body(listed, at, index) if ok else None
             deliveries.append((at, 0, index, PollDelivery(at, body)))
         deliveries.sort(key=lambda item: item[:3])  # at one instant: polls, then signals, then cancellations
-        runs = tuple(_label(run, self._signals, windows, ok_polls, self.bulk_polling) for run in self._runs)
+        runs = tuple(
+            _label(run, self._signals, windows, self._run_items, ok_polls, self.bulk_polling) for run in self._runs
+        )
         return Scenario(
             name=self.name,
             config=config_document(bulk_polling=self.bulk_polling, poll_interval_ms=self.poll_interval_ms),
@@ -492,11 +553,11 @@ class ScenarioBuilder:
         first = bisect.bisect_left(ok_polls, window.created_ms)
         return replace(window, dropped_ms=ok_polls[first] + 1 if first < len(ok_polls) else None)
 
-    def _list_body(self, windows: list[_Window], index: int) -> Any:
-        """The list in one of the REST API's two shapes: a JSON array, or an object with a `data` array."""
-        items = [w.as_json(self.rng) for w in windows]
+    def _list_body(self, listed: list[_Window | _RunItem], at_ms: int, index: int) -> Any:
+        """The list in one of the REST API's two shapes: the server's object (`data` null when empty), or an array."""
+        items = [item.as_json(self.rng) for item in listed]
         shape = self._list_shape if self._list_shape != "mixed" else ("array", "data")[index % 2]
-        return items if shape == "array" else {"data": items, "cursor": None}
+        return items if shape == "array" else {"data": items or None, "metadata": {"fetched_at": go_time(at_ms, 17)}}
 
 
 def _first_at_or_after(times: list[int], at_ms: int, before_ms: int | None = None) -> int | None:
@@ -529,7 +590,9 @@ def _signal_applies(run: Run, event: dict[str, Any]) -> bool:
     return False
 
 
-def _label(run: Run, signals: list[_Signal], windows: list[_Window], ok_polls: list[int], bulk_polling: bool) -> LabelledRun:
+def _label(
+    run: Run, signals: list[_Signal], windows: list[_Window], run_items: list[_RunItem], ok_polls: list[int], bulk_polling: bool
+) -> LabelledRun:
     """The source the evidence supports, from what is true in the simulated world and when the exporter could see it.
 
     Each piece of evidence is (what it shows, when it became visible; None: never).
@@ -556,6 +619,11 @@ def _label(run: Run, signals: list[_Signal], windows: list[_Window], ok_polls: l
                 hazards.add(WINDOW_AFTER_CANCELLATION)
             continue
         seen.append(("bulk", visible))
+    # a listed cancellation of this run alone shows `manual`, declared function or not, when it came before the end
+    seen += [
+        ("manual", _first_at_or_after(ok_polls, item.created_ms, item.dropped_ms))
+        for item in run_items if item.cancels_alone(run) and item.created_ms <= run.cancelled_ms
+    ]
     _check_cause(run, timed_out, applying, [w for w in covering if w.created_ms <= run.cancelled_ms])
 
     in_time = {what for what, at in seen if at is not None and at < run.decided_by_ms}
@@ -633,12 +701,13 @@ def _beyond_grace(rng: random.Random, run: Run) -> int:
 
 
 def _covering_window(b: ScenarioBuilder, run: Run, created_ms: int, **options: Any) -> None:
-    """A bulk window of `run`'s function whose range contains its scheduled time, often exactly at one of its ends."""
+    """A bulk window of `run`'s function whose range contains its scheduled time, often exactly at one of its ends,
+    sometimes open at the start."""
     rng = b.rng
-    after = max(b.epoch_start_ms, run.scheduled_ms - rng.choice((0, rng.randint(0, 2 * HOUR))))
+    after = None if rng.random() < 0.15 else max(b.epoch_start_ms, run.scheduled_ms - rng.choice((0, rng.randint(0, 2 * HOUR))))
     before = run.scheduled_ms + rng.choice((0, rng.randint(0, 10 * MINUTE)))
     condition = rng.choice((None, ("tier", run.trigger["data"]["tier"]), (run.profile.key, run.key_value)))
-    options = {"condition": condition, "id_form": rng.choice(("app", "slug")), **options}
+    options = {"condition": condition, "id_form": rng.choice(("server", "server", "app", "slug")), **options}
     b.window(run.profile, after_ms=after, before_ms=before, created_ms=created_ms, **options)
 
 
@@ -653,7 +722,8 @@ def _bulk_created(b: ScenarioBuilder, run: Run, *, listed_before_delivery: bool 
 def distract(b: ScenarioBuilder, run: Run) -> None:
     """Evidence that must not count for `run`, each kind one time in three: signals for another run, before the
     trigger, after the rule's timeout or after the cancellation; windows of another function, one millisecond
-    outside the run's range, or whose `if` does not hold."""
+    outside the run's range, or whose `if` does not hold; a listed cancellation of another run, of this run but
+    made after it ended, or the server's own job for this run (a timeout's, or one caused by an event)."""
     rng = b.rng
     soon = run.delivered_ms - rng.randint(0, 10 * SECOND)
     for index, rule in enumerate(run.profile.rules):
@@ -670,13 +740,21 @@ def distract(b: ScenarioBuilder, run: Run) -> None:
     created = run.cancelled_ms - rng.randint(0, 5 * MINUTE)
     around = (max(b.epoch_start_ms, run.scheduled_ms - HOUR), run.scheduled_ms + MINUTE)
     if rng.random() < 0.33:
-        b.window(GHOST, after_ms=around[0], before_ms=around[1], created_ms=created, id_form=rng.choice(("app", "slug")))
+        b.window(GHOST, after_ms=around[0], before_ms=around[1], created_ms=created, id_form=rng.choice(("server", "app", "slug")))
     if rng.random() < 0.33:
         outside = (run.scheduled_ms + 1, around[1]) if rng.random() < 0.5 else (around[0], run.scheduled_ms - 1)
         b.window(run.profile, after_ms=outside[0], before_ms=outside[1], created_ms=created)
     if rng.random() < 0.33:
         mismatch = ("tier", "enterprise") if rng.random() < 0.5 else (run.profile.key, f"{run.key_value}-other")
         b.window(run.profile, after_ms=around[0], before_ms=around[1], created_ms=created, condition=mismatch)
+    if rng.random() < 0.33:
+        kind, cause, target, made = rng.choice((
+            ("run", "API", b.ulid_at(run.scheduled_ms), created),
+            ("run", "Manual", run.run_id, run.cancelled_ms + rng.randint(1, MINUTE)),
+            ("run", "Event", run.run_id, created),
+            (rng.choice(("start_timeout", "finish_timeout")), "Event", run.run_id, created),
+        ))
+        b.run_item(run, created_ms=made, kind=kind, cause=cause, target_id=target)
 
 
 @dataclass(frozen=True)
@@ -722,6 +800,13 @@ def _bulk_listed_then_dropped(b: ScenarioBuilder, run: Run) -> None:
 
 
 def _manual(b: ScenarioBuilder, run: Run) -> None:
+    if b.rng.random() < 0.5:
+        distract(b, run)
+
+
+def _manual_listed(b: ScenarioBuilder, run: Run) -> None:
+    """Cancelled alone from the REST API or the dashboard, which the list says (kind `run`)."""
+    b.run_item(run, created_ms=run.cancelled_ms - b.rng.randint(0, 2 * SECOND), cause=b.rng.choice(("API", "Manual")))
     if b.rng.random() < 0.5:
         distract(b, run)
 
@@ -779,6 +864,7 @@ CASES: tuple[Case, ...] = (
     Case("bulk/beyond-grace", Source.BULK, PROFILES, 2, _bulk_beyond_grace),
     Case("bulk/listed-then-dropped", Source.BULK, PROFILES, 2, _bulk_listed_then_dropped),
     Case("manual/polled", Source.MANUAL, PROFILES, 6, _manual),
+    Case("manual/listed-alone", Source.MANUAL, PROFILES, 2, _manual_listed),
     Case("manual/no-poll-since-cancellation", Source.MANUAL, PROFILES, 2, _manual_unpolled),
     Case("manual/bulk-if-mismatch", Source.MANUAL, PROFILES, 2, _manual_bulk_if_mismatch),
     Case("manual/window-created-after-cancellation", Source.MANUAL, PROFILES, 1, _manual_window_created_later),
