@@ -376,6 +376,7 @@ class BulkWindowStore:
         return self._list_available
 
     def set_list_available(self, available: bool) -> None:
+        """The poller's finding: False when Inngest's answers show it does not offer the list, True once it is read."""
         self._list_available = available
 
     def prune(self, now_ms: int) -> int:
