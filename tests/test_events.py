@@ -43,10 +43,11 @@ def test_cancellation_is_counted_once_with_its_age_and_constant_labels(client: F
     assert post(client, twin).get_json()["duplicates"] == 1
     labels = (("environment", "test"), ("function_id", "demo-app-export"), ("source", "unknown"))
     assert samples(client, "inngest_function_cancellations_total") == {labels: 1.0}
-    assert samples(client, "inngest_function_cancelled_run_age_seconds_sum") == {labels: pytest.approx(7.448)}
+    # the captured run was cancelled 29.938 s after it was scheduled (its run id's time)
+    assert samples(client, "inngest_function_cancelled_run_age_seconds_sum") == {labels: pytest.approx(29.938)}
     buckets = samples(client, "inngest_function_cancelled_run_age_seconds_bucket")
-    assert buckets[(*labels[:2], ("le", "5.0"), labels[2])] == 0.0
-    assert buckets[(*labels[:2], ("le", "15.0"), labels[2])] == 1.0
+    assert buckets[(*labels[:2], ("le", "15.0"), labels[2])] == 0.0
+    assert buckets[(*labels[:2], ("le", "30.0"), labels[2])] == 1.0
 
 
 def test_batch_counts_each_run_and_ignores_other_events(client: FlaskClient) -> None:
@@ -103,10 +104,10 @@ def test_default_limits_take_a_thousand_events_and_five_mebibytes(client: FlaskC
 
 
 def test_limits_are_configurable_and_refusals_say_so(make_app: Callable[..., Flask]) -> None:
-    client = make_app(EXPORTER_MAX_BODY_BYTES="2048", EXPORTER_MAX_BATCH_EVENTS="2").test_client()
+    client = make_app(EXPORTER_MAX_BODY_BYTES="1024", EXPORTER_MAX_BATCH_EVENTS="2").test_client()
     response = post(client, [cancellation("a"), cancellation("b"), cancellation("c")])
     assert response.status_code == 413
-    assert response.get_json() == {"error": "body is larger than the limit of 2048 bytes"}
+    assert response.get_json() == {"error": "body is larger than the limit of 1024 bytes"}
     assert samples(client, "inngest_cancellation_exporter_events_received_total")[
         (("ingress", "events"), ("outcome", "too_large"))
     ] == 1.0
@@ -143,14 +144,14 @@ def test_health_and_readiness(client: FlaskClient) -> None:
 
 def test_signal_is_recorded_as_evidence_and_explains_a_later_cancellation(make_app: Callable[..., Flask]) -> None:
     config = {"functions": {"demo-app-export": {"cancel_on": [
-        {"event": "integrations/export.cancelled", "if": "async.data.userId == event.data.userId"}
+        {"event": "integrations/export.cancelled", "if": "async.data.job == event.data.job"}
     ]}}}
     client = make_app(config).test_client()
     run = cancellation()
     signal_event = {
         "name": "integrations/export.cancelled",
         "ts": run["ts"] - 1000,
-        "data": {"userId": copy.deepcopy(run["data"]["event"]["data"]["userId"])},
+        "data": {"job": copy.deepcopy(run["data"]["event"]["data"]["job"])},
     }
     assert post(client, signal_event).get_json()["signals"] == 1
     post(client, run)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 import inngest
 import inngest.flask
 import pytest
+import ulid
 from flask import Flask
 from inngest.experimental import mocked
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -23,7 +24,7 @@ from exporter.settings import load_settings
 from exporter.state import StateUnavailable
 from tests.conftest import ServeProcess, free_port
 from tests.support.inngest_driver import MAX_ATTEMPTS, InngestDriver, SyncedFunction
-from tests.support.payloads import FALLBACK_KEY, OTHER_KEY, SIGNING_KEY, cancellation
+from tests.support.payloads import FALLBACK_KEY, OTHER_KEY, SIGNING_KEY, cancellation, fixture_event
 
 FUNCTION_ID = f"{APP_ID}-record-cancellation"
 
@@ -121,12 +122,12 @@ def test_fixture_cancellation_is_counted_once_however_often_inngest_delivers_it(
     assert (received(server, "accepted"), received(server, "duplicate")) == (1.0, 1.0)
 
 
-def test_payload_without_error_and_with_inngest_status_is_counted(exporter_server: Callable[..., ServeProcess]) -> None:
+def test_documented_older_payload_with_error_is_counted_too(exporter_server: Callable[..., ServeProcess]) -> None:
+    """Older servers (and Inngest's documentation) send `data.error` and no `_inngest`; v1.43 the other way round."""
     server = exporter_server()
     driver = InngestDriver(server.url, SIGNING_KEY)
-    event = cancellation()
-    del event["data"]["error"]
-    event["data"]["_inngest"] = {"status": "Cancelled"}
+    event = fixture_event("seed-cancelled-export.json")
+    assert "error" in event["data"] and "_inngest" not in event["data"]
     assert driver.invoke(driver.sync().function_for(CANCELLED), event).status == 200
     assert cancellations(server) == 1.0
 
@@ -257,7 +258,7 @@ def test_cancel_signals_arrive_through_inngest_and_explain_the_cancellation(
     exporter_server: Callable[..., ServeProcess], tmp_path: Path
 ) -> None:
     signals = [f"export/cancelled-{i}" for i in range(11)] + ["integrations/export.cancelled"]
-    rules = ", ".join(f'{{event: "{name}", if: "async.data.userId == event.data.userId"}}' for name in signals)
+    rules = ", ".join(f'{{event: "{name}", if: "async.data.job == event.data.job"}}' for name in signals)
     config = tmp_path / "config.yaml"
     config.write_text(f"functions:\n  demo-app-export:\n    cancel_on: [{rules}]\n")
     server = exporter_server("--config", str(config))
@@ -268,9 +269,9 @@ def test_cancel_signals_arrive_through_inngest_and_explain_the_cancellation(
     run = cancellation()
     signal_event = {
         "name": "integrations/export.cancelled",
-        "id": "01JDJKH0000000000000000000",
+        "id": str(ulid.ULID.from_timestamp((run["ts"] - 1000) / 1000)),  # received a second before the cancellation
         "ts": run["ts"] - 1000,
-        "data": {"userId": run["data"]["event"]["data"]["userId"]},
+        "data": {"job": run["data"]["event"]["data"]["job"]},
     }
     assert driver.invoke(app.function_for("integrations/export.cancelled"), signal_event).body["signals"] == 1
     assert driver.invoke(app.function_for(CANCELLED), run).status == 200

@@ -37,7 +37,7 @@ CONFIGURED_FUNCTION = "demo-app-export"
 FUZZ_CONFIG: dict[str, Any] = {
     "functions": {
         CONFIGURED_FUNCTION: {
-            "cancel_on": [{"event": SIGNAL, "if": "async.data.userId == event.data.userId", "timeout": "1h"}],
+            "cancel_on": [{"event": SIGNAL, "if": "async.data.job == event.data.job", "timeout": "1h"}],
             "timeouts": {"start": "30s", "finish": "2h"},
         }
     }
@@ -143,7 +143,7 @@ EVENT_PATHS: tuple[tuple[str | int, ...], ...] = (
     ("name",), ("id",), ("ts",), ("data",), ("data", "run_id"), ("data", "function_id"), ("data", "event"),
     ("data", "events"), ("data", "events", 0), ("data", "error"), ("data", "_inngest"), ("data", "_inngest", "status"),
     ("data", "event", "ts"), ("data", "event", "id"), ("data", "event", "name"), ("data", "event", "data"),
-    ("data", "event", "data", "userId"), ("user",),
+    ("data", "event", "data", "job"), ("user",),
 )
 """Every field the exporter reads (and a few it does not), each of which gets wrong types in turn."""
 
@@ -187,13 +187,13 @@ def mutated(draw: st.DrawFn, base: Any, paths: Iterable[tuple[str | int, ...]], 
 
 @st.composite
 def near_valid_events(draw: st.DrawFn) -> dict[str, Any]:
-    """The documented cancellation, renamed and re-keyed, with wrong types in some fields (or none: then valid)."""
+    """The real server's cancellation, renamed and re-keyed, with wrong types in some fields (or none: then valid)."""
     event = cancellation(run_id=draw(run_ids), function_id=draw(function_ids))
     event["name"] = draw(st.sampled_from([CANCELLED, FINISHED, SIGNAL, "app/user.created"]))
     if event["name"] == FINISHED:
         event["data"]["_inngest"] = {"status": draw(st.sampled_from(["Cancelled", "Completed", "Failed"]))}
     if event["name"] == SIGNAL:
-        event["data"]["userId"] = event["data"]["event"]["data"]["userId"]
+        event["data"]["job"] = event["data"]["event"]["data"]["job"]
     return draw(mutated(event, EVENT_PATHS))
 
 
