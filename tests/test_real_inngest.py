@@ -181,6 +181,11 @@ def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
         )
         assert counted == count, (function_id, counted, count)
     assert_promtool_passes(requests.get(f"{exporter.url}/metrics", timeout=5).content)
+
+    # these servers have no bulk cancellation list: said once, in a metric, and nothing waits for it
+    assert exporter.metric("inngest_cancellation_exporter_bulk_list_available") == 0
+    assert exporter.log().count("does not offer the bulk cancellation list") == 1, exporter.log()[-3000:]
+    assert "Traceback" not in exporter.log()
     _check_fixtures(stack.app.outcomes, runs)
 
 
