@@ -2,7 +2,7 @@
 
 The exporter infers a source only from evidence, so series for all five sources
 need, per function, five runs laid out around now (T) with evidence that singles
-each out under the rules of exporter/classify.py, given the config below
+each out under the rules of exporter/attribution/classify.py, given the config below
 (a `cancel_on` signal of the function's own, a one-hour finish timeout, bulk polling):
 
 | run     | scheduled | cancelled | evidence                                             |

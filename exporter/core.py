@@ -15,17 +15,17 @@ from typing import Any, Mapping
 from prometheus_client import CollectorRegistry
 
 from exporter import clock, exposition
-from exporter.bulk import BulkPoller, BulkWindowStore
-from exporter.classify import EvidenceClassifier
+from exporter.attribution.bulk import BulkPoller, BulkWindowStore
+from exporter.attribution.classify import EvidenceClassifier
 from exporter.config import Config
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
 from exporter.parsing import parse_body, parse_event
-from exporter.pending import PendingStore
+from exporter.attribution.pending import PendingStore
 from exporter.periodic import PeriodicTask
 from exporter.pipeline import Pipeline
 from exporter.settings import Settings
-from exporter.signals import SignalStore
+from exporter.attribution.signals import SignalStore
 from exporter.sinks import DurableSink, LiveSink
 from exporter.sinks.datadog_outbox import DatadogOutbox
 from exporter.sinks.datadog_sender import Backoff, DatadogSender

@@ -3,7 +3,7 @@
 Ingress modules parse and authenticate; this module decides, in one state
 transaction, which runs are new, what caused each, and what the durable sinks
 must remember. A run with no evidence yet is held for a grace period
-(`exporter.pending`) and emitted by `release_due` once it ends. Live sinks are
+(`exporter.attribution.pending`) and emitted by `release_due` once it ends. Live sinks are
 told only after the transaction commits, so nothing is counted that was not
 recorded.
 
@@ -24,12 +24,12 @@ import threading
 from typing import Callable, Sequence
 
 from exporter import clock
-from exporter.classify import SourceClassifier
+from exporter.attribution.classify import SourceClassifier
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
-from exporter.pending import PendingStore
+from exporter.attribution.pending import PendingStore
 from exporter.records import Cancellation, Classified, Ignored, IngestSummary, ParsedEvent, Signal, Source
-from exporter.signals import SignalStore
+from exporter.attribution.signals import SignalStore
 from exporter.sinks import DurableSink, LiveSink
 from exporter.state import StateDB, StateUnavailable
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from exporter.records import Source
-from exporter.signals import MAX_CANDIDATES
+from exporter.attribution.signals import MAX_CANDIDATES
 from tests.support.attribution_harness import CONCRETE, Verdict, judge
 from tests.support.scenarios import (
     CASES,

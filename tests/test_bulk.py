@@ -14,8 +14,9 @@ import pytest
 import ulid
 from prometheus_client import CollectorRegistry
 
-from exporter import bulk, clock
-from exporter.bulk import (
+from exporter import clock
+from exporter.attribution import bulk
+from exporter.attribution.bulk import (
     FAILURE_REMINDER_MS,
     MAX_PAGES,
     NO_LOWER_BOUND_MS,
@@ -506,7 +507,7 @@ def test_a_failed_poll_is_logged_and_counted_never_raised(
     if fallback:
         api.keys = {"signkey-test-accepted"}
     polling = Polling(api, store, fallback=fallback, timeout=0.3)
-    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+    with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
         assert polling.poller.poll_once() is False
     assert reason in caplog.text and f"{api.url}/v1/cancellations" in caplog.text
     assert SIGNING_KEY not in caplog.text and (fallback is None or fallback not in caplog.text)
@@ -518,7 +519,7 @@ def test_a_failed_poll_is_logged_and_counted_never_raised(
 def test_an_unreachable_api_is_a_failed_poll(store: BulkWindowStore, caplog: pytest.LogCaptureFixture) -> None:
     with FakeInngestApi(SIGNING_KEY) as gone:
         polling = Polling(gone, store)
-    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+    with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
         assert polling.poller.poll_once() is False
         assert polling.poller.poll_once() is False  # the error names another connection object: still the same failure
     assert caplog.text.count("request failed") == 1 and SIGNING_KEY not in caplog.text
@@ -528,7 +529,7 @@ def test_an_unreachable_api_is_a_failed_poll(store: BulkWindowStore, caplog: pyt
 
 def said(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
     """What the poller logged at `level`."""
-    return [r.getMessage() for r in caplog.records if r.name == "exporter.bulk" and r.levelno == level]
+    return [r.getMessage() for r in caplog.records if r.name == "exporter.attribution.bulk" and r.levelno == level]
 
 
 @pytest.mark.parametrize(
@@ -544,7 +545,7 @@ def test_a_server_without_the_list_is_told_once_and_no_run_waits_for_it(
     api.mode = mode
     polling = Polling(api, store)
     assert polling.metric("bulk_list_available") == 1
-    with caplog.at_level(logging.INFO, logger="exporter.bulk"):
+    with caplog.at_level(logging.INFO, logger="exporter.attribution.bulk"):
         for _ in range(5):
             assert polling.poller.poll_once() is False
     (told,) = said(caplog)
@@ -560,7 +561,7 @@ def test_a_server_without_the_list_is_told_once_and_no_run_waits_for_it(
 
     caplog.clear()
     api.mode = Mode.LIST
-    with caplog.at_level(logging.INFO, logger="exporter.bulk"):
+    with caplog.at_level(logging.INFO, logger="exporter.attribution.bulk"):
         assert polling.poller.poll_once() is True
         assert polling.poller.poll_once() is True
     assert said(caplog, logging.INFO) == [
@@ -575,7 +576,7 @@ def test_another_server_error_makes_the_list_unavailable_once_it_repeats(
 ) -> None:
     api.mode = Mode.ERROR
     polling = Polling(api, store)
-    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+    with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
         for _ in range(UNAVAILABLE_AFTER_SERVER_ERRORS - 1):
             assert polling.poller.poll_once() is False
         assert store.list_available() and polling.settled == 0
@@ -600,7 +601,7 @@ def test_a_lasting_failure_is_told_when_it_starts_changes_and_every_ten_minutes(
     api.mode = Mode.NOT_JSON
     polling = Polling(api, store)
     url = f"{api.url}/v1/cancellations"
-    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+    with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
         for _ in range(3):
             polling.poller.poll_once()
         polling.later_ms += FAILURE_REMINDER_MS - 1_000
@@ -652,7 +653,7 @@ def test_a_key_in_an_error_message_is_masked(store: BulkWindowStore, caplog: pyt
     with FakeInngestApi() as server:
         env = {"INNGEST_API_BASE_URL": server.url, "INNGEST_SIGNING_KEY": "signkey-test-abc\n"}
         poller = BulkPoller(store, load_settings(env), interval=60, health=HealthMetrics(CollectorRegistry()))
-        with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+        with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
             assert poller.poll_once() is False
     assert "signkey-test-abc" not in caplog.text and "<signing key>" in caplog.text
 
@@ -662,7 +663,7 @@ def test_unusable_items_are_logged_once_and_the_rest_recorded(
 ) -> None:
     api.cancellations = [listed(id="bad", started_after="soon"), listed(id="good")]
     poller = Polling(api, store).poller
-    with caplog.at_level(logging.WARNING, logger="exporter.bulk"):
+    with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
         assert poller.poll_once() is True
         assert poller.poll_once() is True
     assert caplog.text.count("cancellation 'bad': started_after") == 1

@@ -8,11 +8,11 @@ from typing import Any, Iterator
 import pytest
 import ulid
 
-from exporter.bulk import NO_LOWER_BOUND_MS, BulkWindow, BulkWindowStore, Listed, RunCancellation
-from exporter.classify import EvidenceClassifier
+from exporter.attribution.bulk import NO_LOWER_BOUND_MS, BulkWindow, BulkWindowStore, Listed, RunCancellation
+from exporter.attribution.classify import EvidenceClassifier
 from exporter.config import parse_config
 from exporter.records import Cancellation, Signal, Source
-from exporter.signals import SignalStore
+from exporter.attribution.signals import SignalStore
 from exporter.state import StateDB
 from tests.support.fake_inngest_api import APP_UUID
 

@@ -22,18 +22,18 @@ from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry
 
-from exporter.bulk import BulkWindowStore, parse_cancellations
-from exporter.classify import EvidenceClassifier
+from exporter.attribution.bulk import BulkWindowStore, parse_cancellations
+from exporter.attribution.classify import EvidenceClassifier
 from exporter.config import parse_config
 from exporter.core import MAX_SIGNALS, PRUNE_INTERVAL_SECONDS
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
 from exporter.parsing import parse_event
-from exporter.pending import PendingStore
+from exporter.attribution.pending import PendingStore
 from exporter.pipeline import Pipeline
 from exporter.records import Classified, Source
 from exporter.settings import load_settings
-from exporter.signals import SignalStore
+from exporter.attribution.signals import SignalStore
 from exporter.state import StateDB
 from tests.support.scenarios import EVIDENCE_UNSEEN, Delivery, EventDelivery, LabelledRun, Scenario
 

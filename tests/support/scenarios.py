@@ -8,7 +8,7 @@ out of order, late, duplicated, sometimes misleading. This module builds such
 runs on a simulated clock (epoch milliseconds) and labels each with
 
 - its true `cause`: what cancelled it in the simulated world;
-- its `expected` source: what the documented rules (exporter/classify.py) must
+- its `expected` source: what the documented rules (exporter/attribution/classify.py) must
   infer from the evidence visible before the grace period ends. That is the true
   cause when the evidence is unambiguous, and `unknown` when it is ambiguous or
   missing, or when `manual` cannot be established. It is never a different
@@ -50,9 +50,9 @@ from typing import Any, Callable, Literal
 
 import ulid
 
-from exporter.classify import FINISH_TIMEOUT_TOLERANCE, START_TIMEOUT_TOLERANCE
+from exporter.attribution.classify import FINISH_TIMEOUT_TOLERANCE, START_TIMEOUT_TOLERANCE
 from exporter.parsing import CANCELLED, FINISHED
-from exporter.signals import MAX_CANDIDATES
+from exporter.attribution.signals import MAX_CANDIDATES
 from exporter.records import Source
 from tests.support.fake_inngest_api import go_time, server_item
 

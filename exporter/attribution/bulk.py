@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Mapping
 import requests
 import ulid
 
-from exporter import clock, expressions
+from exporter import clock
+from exporter.attribution import expressions
 
 from exporter.health import HealthMetrics
 from exporter.periodic import PeriodicTask

@@ -31,11 +31,11 @@ import logging
 import sqlite3
 from typing import Any, Callable, Mapping, Protocol
 
-from exporter.bulk import BulkWindowStore
-from exporter.expressions import holds
+from exporter.attribution.bulk import BulkWindowStore
+from exporter.attribution.expressions import holds
 from exporter.config import CancelOn, Config, FunctionConfig
 from exporter.records import Cancellation, Source
-from exporter.signals import SignalStore
+from exporter.attribution.signals import SignalStore
 
 log = logging.getLogger(__name__)
 
