@@ -157,7 +157,7 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
     )
     try:
         totals = simulator.run(count=count, rate=rate)
-        if bulk_api is not None and config.bulk_cancellations is not None and config.bulk_cancellations.enabled:
+        if bulk_api is not None and config.bulk_cancellations is not None and config.bulk_cancellations.polled:
             time.sleep(2 * config.bulk_cancellations.poll_interval + 1)
     except Exception as err:  # connection refused, 4xx: say what happened, no traceback
         _fail([f"simulate: {err}"])

@@ -73,10 +73,18 @@ class FunctionConfig(_Strict):
 class BulkCancellations(_Strict):
     """Polling of the REST API's bulk cancellations."""
 
+    available: bool = True
+    """False declares a server with no bulk cancellation (self-hosted, dev): nothing is polled, and since no
+    bulk cancellation can have ended a run, `manual` is concluded by elimination without a poll."""
     enabled: bool = True
     poll_interval: Duration = 30.0
     retention: Duration = 86400.0
     """How long a window is kept after it disappears from the list (a finished bulk cancellation may be deleted)."""
+
+    @property
+    def polled(self) -> bool:
+        """Whether the list is read: polling is on and the server has one."""
+        return self.enabled and self.available
 
 
 class Config(_Strict):

@@ -61,7 +61,7 @@ class Exporter:
         bulk = config.bulk_cancellations
         self.bulk_windows: BulkWindowStore | None = None
         self.bulk_poller: BulkPoller | None = None
-        if bulk is not None and bulk.enabled:
+        if bulk is not None and bulk.polled:
             self.bulk_windows = BulkWindowStore(self.state, retention_seconds=bulk.retention)
 
         live: list[LiveSink] = [

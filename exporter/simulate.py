@@ -114,7 +114,7 @@ class Simulator:
         self._token = token
         self._random = random.Random(seed)
         self._session = requests.Session()
-        polled = config.bulk_cancellations is not None and config.bulk_cancellations.enabled
+        polled = config.bulk_cancellations is not None and config.bulk_cancellations.polled
         self._bulk_api = bulk_api if polled else None
 
     def _cancellation(self, function_id: str, age: float, trigger_data: dict[str, Any], now: float) -> dict[str, Any]:

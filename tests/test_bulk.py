@@ -21,6 +21,7 @@ from exporter.attribution.bulk import (
     MAX_PAGES,
     NO_LOWER_BOUND_MS,
     UNAVAILABLE_AFTER_SERVER_ERRORS,
+    BacklogCancellation,
     BulkPoller,
     BulkWindow,
     BulkWindowStore,
@@ -101,7 +102,7 @@ def test_a_window_without_started_after_is_open_at_the_start(after: str | None) 
     assert problems == [] and found.started_after_ms == NO_LOWER_BOUND_MS and found.started_before_ms == BEFORE_MS
 
 
-def test_only_bulk_run_items_are_windows_and_run_items_name_their_run() -> None:
+def test_only_bulk_run_items_are_windows_run_items_name_their_run_and_backlogs_their_function() -> None:
     items = [
         from_server("bulk"),
         from_server("run", kind="run", cause="API", target_id=RUN_ID),
@@ -113,8 +114,11 @@ def test_only_bulk_run_items_are_windows_and_run_items_name_their_run() -> None:
     ]
     listed, problems = parse_cancellations({"data": items})
     assert problems == []  # the kinds that are no evidence are skipped without a word
-    assert [type(item).__name__ for item in listed] == ["BulkWindow", "RunCancellation", "RunCancellation"]
-    assert listed[1:] == [RunCancellation("run", RUN_ID), RunCancellation("dashboard", "01HMRMNZ2D4H3Q3Z8N7V5X9K1V")]
+    assert [type(item).__name__ for item in listed] == ["BulkWindow", "RunCancellation", "RunCancellation", "BacklogCancellation"]
+    assert listed[1:] == [
+        RunCancellation("run", RUN_ID), RunCancellation("dashboard", "01HMRMNZ2D4H3Q3Z8N7V5X9K1V"),
+        BacklogCancellation("backlog", SLUG, APP_UUID),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -553,7 +557,7 @@ def test_a_server_without_the_list_is_told_once_and_no_run_waits_for_it(
     for words in (
         "does not offer the bulk cancellation list", "self-hosted and dev servers have none",
         "runs that would be `manual` are reported `unknown`", "no run waits for a poll",
-        "Polling goes on every 60s", "set `bulk_cancellations: {enabled: false}` in the config",
+        "Polling goes on every 60s", "declare it with `bulk_cancellations: {available: false}`",
     ):
         assert words in told
     assert store.list_available() is False and polling.metric("bulk_list_available") == 0

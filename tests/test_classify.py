@@ -8,7 +8,9 @@ from typing import Any, Iterator
 import pytest
 import ulid
 
-from exporter.attribution.bulk import NO_LOWER_BOUND_MS, BulkWindow, BulkWindowStore, Listed, RunCancellation
+from exporter.attribution.bulk import (
+    NO_LOWER_BOUND_MS, BacklogCancellation, BulkWindow, BulkWindowStore, Listed, RunCancellation,
+)
 from exporter.attribution.classify import EvidenceClassifier
 from exporter.config import parse_config
 from exporter.records import Cancellation, Signal, Source
@@ -218,3 +220,24 @@ def test_no_run_waits_for_a_list_found_unavailable_and_manual_is_not_concluded(s
     assert classify(state, item, config=quiet, bulk=[], polled_at_s=None, list_available=False, final=False)[0] is Source.UNKNOWN
     # evidence read before the list became unavailable still counts
     assert classify(state, item, config=quiet, bulk=[window("app-quiet")], polled_at_s=500, list_available=False, final=False)[0] is Source.BULK
+
+
+def backlog(at_s: float, function_id: str = "app-import") -> BacklogCancellation:
+    """A listed cancellation of the function's queued runs, made `at_s` seconds after the run was scheduled."""
+    return BacklogCancellation(str(ulid.ULID.from_timestamp((SCHEDULED + at_s * 1000) / 1000)), function_id, None)
+
+
+def test_a_listed_backlog_cancellation_of_the_function_keeps_manual_from_being_concluded(state: StateDB) -> None:
+    item = cancellation("app-import", 600)  # the store keeps what each call lists: the blocking case comes last
+    assert classify(state, item, bulk=[backlog(700)], polled_at_s=701)[0] is Source.MANUAL  # made after the cancellation
+    assert classify(state, item, bulk=[backlog(300, "app-other")], polled_at_s=701)[0] is Source.MANUAL  # another function
+    # it may have ended this queued run, and says nothing of which runs: neither bulk nor manual
+    assert classify(state, item, bulk=[backlog(300)], polled_at_s=701)[0] is Source.UNKNOWN
+
+
+def test_a_server_declared_without_bulk_cancellation_concludes_manual_with_no_poll(state: StateDB) -> None:
+    declared = {"functions": {"app-quiet": {"timeouts": {"finish": "2h"}}}, "bulk_cancellations": {"available": False}}
+    assert classify(state, cancellation("app-quiet", 600), config=declared, final=False)[0] is Source.MANUAL  # nothing to wait for
+    assert classify(state, cancellation("app-quiet", 7200), config=declared)[0] is Source.TIMEOUT
+    assert classify(state, cancellation("other-fn", 600), config=declared)[0] is Source.UNKNOWN  # undeclared function
+    assert classify(state, cancellation("app-quiet", 600), config={**declared, "bulk_cancellations": {}})[0] is Source.UNKNOWN

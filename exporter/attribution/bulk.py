@@ -10,7 +10,9 @@ because a finished bulk cancellation may be dropped from it while its
 
 The list holds every kind of cancellation the server keeps (`cqrs.Cancellation`):
 only `bulk_run` items are windows; a `run` item names the one run it cancelled,
-and is kept too, as evidence that this run was cancelled on its own.
+and is kept too, as evidence that this run was cancelled on its own; a `backlog`
+item cancelled a function's queued runs without saying which, so it is kept as a
+reason never to conclude `manual` by elimination for that function.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ MAX_WINDOWS = 100_000
 """Windows kept at most, the least recently listed forgotten first: bounds the state file."""
 MAX_RUN_CANCELLATIONS = 100_000
 """Single-run cancellations kept at most, the least recently listed forgotten first."""
+MAX_BACKLOGS = 10_000
+"""Backlog cancellations kept at most, the least recently listed forgotten first."""
 NO_LOWER_BOUND_MS = -(2**63)
 """`started_after_ms` of a window listed with no `started_after` (null): open at the start, it covers every run
 scheduled up to `started_before`. The smallest SQLite integer."""
@@ -53,9 +57,8 @@ FAILURE_REMINDER_MS = 10 * 60_000
 """While polls keep failing the same way, a reminder is logged this often rather than a warning every poll."""
 NOT_OFFERED_ERROR = "Error listing cancellations"
 """The `error` of the server's HTTP 500 when it has no store for the list to read (pkg/api/apiv1)."""
-_NOT_EVIDENCE = frozenset({"backlog", "start_timeout", "finish_timeout"})
-"""Kinds of listed cancellation that are no window and name no run cancelled on its own: a backlog, and the
-server's own jobs for a run's timeouts."""
+_NOT_EVIDENCE = frozenset({"start_timeout", "finish_timeout"})
+"""Kinds of listed cancellation that show nothing the classifier uses: the server's own jobs for a run's timeouts."""
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _CURSOR_KEYS = ("cursor", "next_cursor")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -85,6 +88,13 @@ CREATE TABLE IF NOT EXISTS listed_run_cancellations (
     last_seen_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS listed_run_cancellations_by_last_seen ON listed_run_cancellations (last_seen_ms);
+CREATE TABLE IF NOT EXISTS listed_backlogs (
+    id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    app_id TEXT,
+    last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS listed_backlogs_by_last_seen ON listed_backlogs (last_seen_ms);
 CREATE TABLE IF NOT EXISTS bulk_meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -113,18 +123,13 @@ class _Listed:
 
 
 @dataclass(frozen=True)
-class BulkWindow(_Listed):
-    """One bulk cancellation: runs of the function scheduled in [started_after, started_before] whose trigger matches `expression`."""
+class _OfFunction(_Listed):
+    """A listed cancellation of one function's runs, named as the list names it."""
 
     function_id: str
     """As listed: the server writes the full `<app-id>-<function-id>` slug; documentation shows the bare function id."""
     app_id: str | None
     """As listed: the server writes the app's UUID; a request body (and documentation built from one) the app's own id."""
-    started_after_ms: int
-    """NO_LOWER_BOUND_MS when the window is open at the start."""
-    started_before_ms: int
-    expression: str | None
-    """CEL on the run's triggering `event`; None cancels every run in the range."""
 
     @functools.cached_property
     def slug(self) -> str | None:
@@ -138,7 +143,7 @@ class BulkWindow(_Listed):
         return self.function_id if _UUID.fullmatch(self.app_id) else f"{self.app_id}-{self.function_id}"
 
     def applies_to(self, function_slug: str) -> bool:
-        """Whether this window is for the function with `function_slug`.
+        """Whether this cancellation is of the function with `function_slug`.
 
         When the item names an app (either form), only that one slug: read as a bare id, the
         server's full slug `acme-fn` would also take the runs of `other-acme-fn`. With no app
@@ -153,13 +158,29 @@ class BulkWindow(_Listed):
 
 
 @dataclass(frozen=True)
+class BulkWindow(_OfFunction):
+    """One bulk cancellation: runs of the function scheduled in [started_after, started_before] whose trigger matches `expression`."""
+
+    started_after_ms: int
+    """NO_LOWER_BOUND_MS when the window is open at the start."""
+    started_before_ms: int
+    expression: str | None
+    """CEL on the run's triggering `event`; None cancels every run in the range."""
+
+
+@dataclass(frozen=True)
+class BacklogCancellation(_OfFunction):
+    """A function's queued runs cancelled at once (kind `backlog`); which runs, the list does not say."""
+
+
+@dataclass(frozen=True)
 class RunCancellation(_Listed):
     """One run cancelled on its own (kind `run`), from the REST API or the dashboard: positive evidence of `manual`."""
 
     run_id: str
 
 
-Listed = BulkWindow | RunCancellation
+Listed = BulkWindow | RunCancellation | BacklogCancellation
 """The evidence one listed cancellation gives."""
 
 
@@ -205,6 +226,8 @@ def _evidence(item: Any) -> Listed | None:
         return _window(item)
     if kind == "run":
         return _run_cancellation(item)
+    if kind == "backlog":
+        return BacklogCancellation(id=_required(item, "id"), function_id=_required(item, "function_id"), app_id=_optional(item, "app_id"))
     if kind in _NOT_EVIDENCE:
         return None
     raise _Unusable(f"kind: {kind!r} is not a kind of cancellation the exporter knows")
@@ -311,6 +334,7 @@ class BulkWindowStore:
         state.ensure_schema(_SCHEMA)
         self._windows: tuple[BulkWindow, ...] = ()
         self._run_cancellations: dict[str, RunCancellation] = {}
+        self._backlogs: tuple[BacklogCancellation, ...] = ()
         self._last_success_ms: int | None = None
         self._list_available = True
         self._reload()
@@ -319,9 +343,11 @@ class BulkWindowStore:
         with self._state.reading() as conn:
             rows = conn.execute(f"SELECT {_WINDOW_COLUMNS} FROM bulk_windows ORDER BY id").fetchall()
             runs = conn.execute("SELECT id, run_id FROM listed_run_cancellations").fetchall()
+            backlogs = conn.execute("SELECT id, function_id, app_id FROM listed_backlogs ORDER BY id").fetchall()
             meta = conn.execute("SELECT value FROM bulk_meta WHERE key = 'last_success_ms'").fetchone()
         self._windows = tuple(BulkWindow(*row) for row in rows)
         self._run_cancellations = {run_id: RunCancellation(ident, run_id) for ident, run_id in runs}
+        self._backlogs = tuple(BacklogCancellation(*row) for row in backlogs)
         self._last_success_ms = None if meta is None else int(meta[0])
 
     def record(self, listed: Iterable[Listed], seen_at_ms: int) -> None:
@@ -329,6 +355,7 @@ class BulkWindowStore:
         listed = tuple(listed)
         windows = [item for item in listed if isinstance(item, BulkWindow)]
         runs = [(item.run_id, item.id, seen_at_ms) for item in listed if isinstance(item, RunCancellation)]
+        backlogs = [(b.id, b.function_id, b.app_id, seen_at_ms) for b in listed if isinstance(b, BacklogCancellation)]
         with self._state.transaction() as tx:
             tx.executemany(
                 f"INSERT INTO bulk_windows ({_WINDOW_COLUMNS}, slug, first_seen_ms, last_seen_ms)"
@@ -348,6 +375,11 @@ class BulkWindowStore:
                 " DO UPDATE SET id = min(id, excluded.id), last_seen_ms = excluded.last_seen_ms",
                 runs,
             )
+            tx.executemany(
+                "INSERT INTO listed_backlogs VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " function_id = excluded.function_id, app_id = excluded.app_id, last_seen_ms = excluded.last_seen_ms",
+                backlogs,
+            )
             tx.execute(
                 "INSERT INTO bulk_meta VALUES ('last_success_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (seen_at_ms,),
@@ -364,6 +396,10 @@ class BulkWindowStore:
     def run_cancellation(self, run_id: str) -> RunCancellation | None:
         """The listed cancellation of this one run, if any."""
         return self._run_cancellations.get(run_id)
+
+    def backlog_cancelled(self, function_slug: str, at_ms: int) -> bool:
+        """Whether a backlog cancellation of the function made by `at_ms` is listed: it may have ended any queued run."""
+        return any(backlog.applies_to(function_slug) and backlog.made_by(at_ms) for backlog in self._backlogs)
 
     def last_success_ms(self) -> int | None:
         """When the list was last read in full; None when never (in this state directory)."""
@@ -394,6 +430,8 @@ class BulkWindowStore:
             "bulk_windows", "id", "last_seen_ms", older_than_ms=older_than_ms, max_rows=MAX_WINDOWS
         ) + self._state.prune(
             "listed_run_cancellations", "run_id", "last_seen_ms", older_than_ms=older_than_ms, max_rows=MAX_RUN_CANCELLATIONS
+        ) + self._state.prune(
+            "listed_backlogs", "id", "last_seen_ms", older_than_ms=older_than_ms, max_rows=MAX_BACKLOGS
         )
         self._reload()
         return removed
@@ -513,8 +551,9 @@ class BulkPoller:
                 "bulk cancellations: GET %s %s%s: this Inngest server does not offer the bulk cancellation list "
                 "(self-hosted and dev servers have none) or cannot read it. Until it can, bulk cancellations cannot be "
                 "told apart from cancels of single runs: runs that would be `manual` are reported `unknown`, and no run "
-                "waits for a poll. Polling goes on every %gs and its recovery is logged; to stop it, set "
-                "`bulk_cancellations: {enabled: false}` in the config.",
+                "waits for a poll. Polling goes on every %gs and its recovery is logged. If this server has no bulk "
+                "cancellation (self-hosted, dev), declare it with `bulk_cancellations: {available: false}` in the "
+                "config: polling stops and single-run cancels are reported `manual` again.",
                 self._url, reason, repeated, self._interval,
             )
             self._settle()  # runs held only for a poll can go now

@@ -83,6 +83,9 @@ class EvidenceClassifier:
         self._rules = {fid: [_Rule(rule) for rule in fn.cancel_on] for fid, fn in config.functions.items()}
         self._signals = signals
         self._bulk = bulk
+        declared = config.bulk_cancellations
+        self._server_has_no_bulk = declared is not None and not declared.available
+        """Declared in the config: no bulk cancellation exists to rule out."""
         self._on_expression_error = on_expression_error
 
     def classify(self, tx: sqlite3.Connection, cancellation: Cancellation, *, final: bool) -> Source | None:
@@ -126,14 +129,24 @@ class EvidenceClassifier:
         return last_poll is not None and last_poll >= cancellation.ended_at_ms
 
     def _manual_by_elimination(self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None) -> bool:
-        """True only when every other source is ruled out by evidence that would have been seen."""
-        if fn is None or self._bulk is None or cancellation.scheduled_at_ms is None:
+        """True only when every other source is ruled out by evidence that would have been seen.
+
+        Bulk is ruled out by a poll since the cancellation that lists no backlog cancellation
+        of the function (which may have ended the run, and says nothing of which runs), or by
+        the config's word that the server has no bulk cancellation at all.
+        """
+        if fn is None or cancellation.scheduled_at_ms is None:
             return False
         if (fn.timeouts.start or fn.timeouts.finish) and cancellation.age_seconds is None:
             return False
         if fn.cancel_on and (cancellation.cancelled_at_ms is None or self._run_start_ms(cancellation) is None):
             return False
-        return self._polled_since(tx, cancellation)
+        if self._server_has_no_bulk:
+            return True
+        return (
+            self._bulk is not None and self._polled_since(tx, cancellation)
+            and not self._bulk.backlog_cancelled(cancellation.function_id, cancellation.ended_at_ms)
+        )
 
     @staticmethod
     def _run_start_ms(cancellation: Cancellation) -> int | None:
