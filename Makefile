@@ -17,6 +17,7 @@ test: $(STAMP) tools  ## Install everything the tests need, then run the whole s
 
 bench: $(STAMP)  ## Performance benchmark: every figure side by side (installs Debian's wrk if missing); QUICK=1 for a smoke run
 	$(BIN)/python -m bench.performance $(if $(QUICK),--quick) $(BENCH_ARGS)
+bench-storm: $(STAMP) ; ./scripts/install-inngest.sh && $(BIN)/python -m bench.real_server_storm $(BENCH_ARGS)  ## One cancel event ends 2,000 runs on Inngest's own server: how long until the exporter counted them
 
 install: $(STAMP)
 

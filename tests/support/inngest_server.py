@@ -137,6 +137,15 @@ class InngestServer:
         if body.get("errors"):
             raise AssertionError(f"cancelRun {run_id}: {body['errors']}")
 
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `data` of a query to the dashboard's GraphQL API (apps, runs and their times); AssertionError on errors."""
+        body = self._json(self.session.post(
+            f"{self.url}/v0/gql", json={"query": query, "variables": variables or {}}, headers=self._auth, timeout=30,
+        ))
+        if body.get("errors"):
+            raise AssertionError(f"GraphQL: {body['errors']}")
+        return dict(body["data"])
+
     def cancellation_list(self) -> requests.Response:
         """`GET /v1/cancellations` as the exporter's poller asks for it."""
         return self.session.get(f"{self.url}/v1/cancellations", headers=self._auth, timeout=10)
