@@ -107,7 +107,16 @@ class Config(_Strict):
     @functools.cached_property
     def signal_names(self) -> frozenset[str]:
         """Every event name that some function's `cancel_on` listens to."""
-        return frozenset(rule.event for fn in self.functions.values() for rule in fn.cancel_on)
+        return frozenset(self.signal_listeners)
+
+    @functools.cached_property
+    def signal_listeners(self) -> dict[str, frozenset[str]]:
+        """Each signal name, with the functions whose held runs it may explain."""
+        listeners: dict[str, set[str]] = {}
+        for function_id, fn in self.functions.items():
+            for rule in fn.cancel_on:
+                listeners.setdefault(rule.event, set()).add(function_id)
+        return {name: frozenset(ids) for name, ids in listeners.items()}
 
 
 class ConfigError(Exception):

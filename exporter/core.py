@@ -100,6 +100,7 @@ class Exporter:
             live_sinks=live,
             health=self.health,
             grace_ms=int(settings.attribution_grace * 1000),
+            signal_listeners=config.signal_listeners,
         )
         if bulk is not None and self.bulk_windows is not None:
             self.bulk_poller = BulkPoller(

@@ -21,7 +21,7 @@ import collections
 import logging
 import sqlite3
 import threading
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from exporter import clock
 from exporter.attribution.classify import SourceClassifier
@@ -73,6 +73,7 @@ class Pipeline:
         live_sinks: Sequence[LiveSink],
         health: HealthMetrics,
         grace_ms: int,
+        signal_listeners: Mapping[str, frozenset[str]],
         now_ms: Callable[[], int] = clock.now_ms,
     ) -> None:
         self._state = state
@@ -84,6 +85,7 @@ class Pipeline:
         self._live = tuple(live_sinks)
         self._health = health
         self._grace_ms = grace_ms
+        self._signal_listeners = signal_listeners
         self._now_ms = now_ms
         self._queue: collections.deque[_Queued] = collections.deque()
         self._recording = threading.Lock()
@@ -145,6 +147,7 @@ class Pipeline:
 
     def _record(self, tx: sqlite3.Connection, events: Sequence[ParsedEvent], now_ms: int) -> IngestSummary:
         summary = IngestSummary()
+        signalled: set[str] = set()
         for event in events:
             if isinstance(event, Cancellation):
                 if not self._dedupe.claim(tx, event.run_id, now_ms):
@@ -160,10 +163,31 @@ class Pipeline:
             elif isinstance(event, Signal):
                 self._signals.record(tx, event)
                 summary.signals += 1
+                signalled.add(event.name)
             else:
                 assert isinstance(event, Ignored)
                 summary.ignored += 1
+        if signalled:
+            summary.classified += self._settle_listeners(tx, signalled)
         return summary
+
+    def _settle_listeners(self, tx: sqlite3.Connection, names: set[str]) -> list[Classified]:
+        """Release the held runs that the signals just recorded explain, emitted with the request that brought them.
+
+        A cancellation can reach the exporter before its cancel signal (Inngest delivers
+        each as a run of its own); without this it would wait out the whole grace period.
+        Only runs of functions listening to these signals are asked again, at most RELEASE_BATCH.
+        """
+        function_ids = {function_id for name in names for function_id in self._signal_listeners.get(name, ())}
+        if not function_ids:
+            return []
+        released = []
+        for held in self._pending.of_functions(tx, function_ids, RELEASE_BATCH):
+            source = self._classifier.classify(tx, held, final=False)
+            if source is not None:
+                released.append(Classified(held, source))
+                self._pending.release(tx, held.run_id)
+        return released
 
     def release_due(self) -> int:
         """Emit the held cancellations whose grace period has ended, with their final source; how many."""

@@ -7,6 +7,7 @@ import json
 from typing import Any, Callable
 
 import pytest
+import ulid
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -140,6 +141,28 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").get_json() == {"status": "ready"}
     assert client.get("/nope").get_json()["error"]
+
+
+def test_a_signal_arriving_after_its_cancellation_releases_the_held_run_at_once(make_app: Callable[..., Flask]) -> None:
+    """Inngest delivers the cancellation and its signal as separate runs, in either order: no grace period is waited out."""
+    config = {"functions": {
+        "demo-app-export": {"cancel_on": [{"event": "integrations/export.cancelled", "if": "async.data.job == event.data.job"}]},
+        "demo-app-other": {"cancel_on": [{"event": "other/stop"}]},
+    }}
+    client = make_app(config, EXPORTER_ATTRIBUTION_GRACE="1h").test_client()
+    run, other = cancellation(), cancellation("01JDJKGTGDVV4DTXHY6XYB7BKM", "demo-app-other")
+    assert post(client, [run, other]).get_json()["pending"] == 2
+    signal_event = {
+        "name": "integrations/export.cancelled",
+        "id": str(ulid.ULID.from_timestamp((run["ts"] - 1000) / 1000)),
+        "ts": run["ts"] - 1000,
+        "data": {"job": run["data"]["event"]["data"]["job"]},
+    }
+    assert post(client, signal_event).get_json()["signals"] == 1
+    assert samples(client, "inngest_function_cancellations_total") == {
+        (("function_id", "demo-app-export"), ("source", "event")): 1.0,  # the other function's run still waits
+    }
+    assert samples(client, "inngest_cancellation_exporter_pending_classifications") == {(): 1.0}
 
 
 def test_signal_is_recorded_as_evidence_and_explains_a_later_cancellation(make_app: Callable[..., Flask]) -> None:

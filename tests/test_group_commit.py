@@ -102,7 +102,7 @@ def gated(make_app: Callable[..., Flask]) -> tuple[Exporter, Pipeline, _GateSink
     pipeline = Pipeline(
         state=exporter.state, dedupe=exporter.dedupe, signals=exporter.signals, pending=exporter.pending,
         classifier=exporter.pipeline._classifier, durable_sinks=[gate], live_sinks=live,
-        health=exporter.health, grace_ms=0,
+        health=exporter.health, grace_ms=0, signal_listeners=exporter.config.signal_listeners,
     )
     return exporter, pipeline, gate
 

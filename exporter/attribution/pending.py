@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from typing import Iterable
 
 from exporter.records import Cancellation
 from exporter.state import StateDB
@@ -19,10 +20,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
     run_id TEXT PRIMARY KEY,
     due_at_ms INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    function_id TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_by_due ON pending (due_at_ms);
 """
+_FUNCTION_INDEX = "CREATE INDEX IF NOT EXISTS pending_by_function ON pending (function_id)"
 
 
 class PendingStore:
@@ -31,12 +34,20 @@ class PendingStore:
     def __init__(self, state: StateDB) -> None:
         self._state = state
         state.ensure_schema(_SCHEMA)
+        with state.transaction() as tx:
+            # state from versions that held runs without their function: rows held then have none, and wait their grace out
+            if "function_id" not in {row[1] for row in tx.execute("PRAGMA table_info(pending)")}:
+                tx.execute("ALTER TABLE pending ADD COLUMN function_id TEXT")
+            tx.execute(_FUNCTION_INDEX)
 
     def hold(self, tx: sqlite3.Connection, cancellation: Cancellation, due_at_ms: int) -> None:
         # shallow on purpose: dataclasses.asdict would deep-copy the trigger event only to serialise it
         fields = {field.name: getattr(cancellation, field.name) for field in dataclasses.fields(cancellation)}
         record = json.dumps(fields, separators=(",", ":"))
-        tx.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)", (cancellation.run_id, due_at_ms, record))
+        tx.execute(
+            "INSERT OR REPLACE INTO pending (run_id, due_at_ms, record, function_id) VALUES (?, ?, ?, ?)",
+            (cancellation.run_id, due_at_ms, record, cancellation.function_id),
+        )
 
     def due(self, tx: sqlite3.Connection, now_ms: int, limit: int) -> list[Cancellation]:
         """Held cancellations whose grace period has ended, oldest first."""
@@ -53,6 +64,15 @@ class PendingStore:
             (*key, limit),
         ).fetchall()
         return [((due, run_id), _load(record)) for due, run_id, record in rows]
+
+    def of_functions(self, tx: sqlite3.Connection, function_ids: Iterable[str], limit: int) -> list[Cancellation]:
+        """Held cancellations of these functions, at most `limit`, soonest due first."""
+        ids = sorted(function_ids)
+        marks = ", ".join("?" * len(ids))
+        rows = tx.execute(
+            f"SELECT record FROM pending WHERE function_id IN ({marks}) ORDER BY due_at_ms LIMIT ?", (*ids, limit)
+        ).fetchall()
+        return [_load(record) for (record,) in rows]
 
     def release(self, tx: sqlite3.Connection, run_id: str) -> None:
         tx.execute("DELETE FROM pending WHERE run_id = ?", (run_id,))

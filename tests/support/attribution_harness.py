@@ -92,7 +92,7 @@ class _Simulation:
         )
         self.signals = SignalStore(self.state, max_entries=MAX_SIGNALS, max_age_seconds=settings.dedupe_max_age)
         bulk = config.bulk_cancellations
-        self.bulk = BulkWindowStore(self.state, retention_seconds=bulk.retention) if bulk and bulk.enabled else None
+        self.bulk = BulkWindowStore(self.state, retention_seconds=bulk.retention) if bulk and bulk.polled else None
         self.grace_ms = scenario.grace_ms
         self.pipeline = Pipeline(
             state=self.state,
@@ -104,6 +104,7 @@ class _Simulation:
             live_sinks=[self.sink],
             health=HealthMetrics(CollectorRegistry()),
             grace_ms=scenario.grace_ms,
+            signal_listeners=config.signal_listeners,
             now_ms=self.clock,
         )
         self._due: list[int] = []
