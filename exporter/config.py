@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from exporter.attribution import expressions
 from exporter.durations import parse_duration
@@ -42,7 +42,10 @@ class _Strict(BaseModel):
 
 
 class CancelOn(_Strict):
-    """One `cancelOn` rule of a function, as declared in its Inngest definition."""
+    """One `cancelOn` rule of a function, as declared in its Inngest definition.
+
+    Inngest matches a cancel event received after the run was scheduled, up to `timeout` after that.
+    """
 
     event: str = Field(min_length=1)
     if_: str | None = Field(default=None, alias="if")
@@ -64,10 +67,24 @@ class Timeouts(_Strict):
 
 
 class FunctionConfig(_Strict):
-    """What the exporter knows about one function: the ways it can be cancelled."""
+    """What the exporter knows about one function: the ways it can be cancelled.
 
+    Fields are validated in this order, so a later one's check can read an earlier one.
+    """
+
+    batch_events: bool = False
+    """Inngest's `batchEvents`: the function runs on batches of events."""
     cancel_on: list[CancelOn] = Field(default_factory=list)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("cancel_on")
+    @classmethod
+    def _not_batched(cls, rules: list[CancelOn], info: ValidationInfo) -> list[CancelOn]:
+        """Inngest refuses to sync a batched function with `cancelOn` (nor does it ever match one for a batch):
+        such rules describe no real function, and would never apply."""
+        if rules and info.data.get("batch_events"):
+            raise ValueError("not allowed with batch_events: Inngest refuses a batched function with cancelOn")
+        return rules
 
 
 class BulkCancellations(_Strict):

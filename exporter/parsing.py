@@ -12,7 +12,7 @@ import json
 from typing import Any, Collection, Mapping
 
 from exporter.records import Cancellation, Ignored, ParsedEvent, Signal
-from exporter.run_ids import scheduled_at_ms
+from exporter.run_ids import received_ms, ulid_ms
 
 CANCELLED = "inngest/function.cancelled"
 FINISHED = "inngest/function.finished"
@@ -123,7 +123,7 @@ def parse_event(raw: Any, *, signal_names: Collection[str], now_ms: int, index: 
         function_id = _text(data.get("function_id"), index, "data.function_id", required=True, max_length=MAX_ID_LENGTH)
         assert run_id is not None and function_id is not None
         trigger = _trigger(data, index)
-        scheduled_ms = scheduled_at_ms(run_id)
+        scheduled_ms = ulid_ms(run_id)
         if scheduled_ms is None and trigger is not None:
             scheduled_ms = _epoch_ms(trigger.get("ts"), index, "data.event.ts")
         return Cancellation(
@@ -137,7 +137,7 @@ def parse_event(raw: Any, *, signal_names: Collection[str], now_ms: int, index: 
             received_at_ms=now_ms,
         )
     if name in signal_names:
-        return Signal(name=name, ts_ms=now_ms if ts_ms is None else ts_ms, event=raw)
+        return Signal(name=name, received_ms=received_ms(raw.get("id"), ts_ms, now_ms), event=raw)
     return Ignored(name=name)
 
 

@@ -17,6 +17,7 @@ class Source(str, enum.Enum):
     EVENT = "event"
     TIMEOUT = "timeout"
     BULK = "bulk"
+    SINGLETON = "singleton"
     MANUAL = "manual"
     UNKNOWN = "unknown"
 
@@ -62,18 +63,16 @@ class Cancellation:
         ident = self.trigger.get("id") if self.trigger else None
         return ident if isinstance(ident, str) else None
 
-    @property
-    def trigger_ts_ms(self) -> int | None:
-        ts = self.trigger.get("ts") if self.trigger else None
-        return int(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
-
 
 @dataclass(frozen=True, slots=True)
 class Signal:
     """An event named in a `cancel_on` rule: evidence that a run may have been cancelled by it."""
 
     name: str
-    ts_ms: int
+    received_ms: int
+    """When Inngest received it, which is what its matching compares with a run's scheduling: the time of the event's
+    id when that is a ULID (the id Inngest gives an event sent without one), else the event's `ts`, else when the
+    exporter received it."""
     event: Mapping[str, Any]
 
 

@@ -1,4 +1,5 @@
-"""Inngest run ids are ULIDs: their first 48 bits are when the run was scheduled.
+"""Inngest's ids are ULIDs: a run id's first 48 bits are when the run was scheduled, an event id's
+(the one the server gives an event sent without its own) when the server received it.
 
 Checked with one regular expression and read with `int(..., 32)` after mapping each
 Crockford character to Python's base-32 digit of the same value, both built from
@@ -9,6 +10,7 @@ by character in Python, and ran twice per cancellation (its age, its trace id).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ulid import base32
 
@@ -26,7 +28,20 @@ def ulid_int(run_id: str) -> int | None:
     return int(run_id.translate(_TO_BASE32_DIGITS), 32)
 
 
-def scheduled_at_ms(run_id: str) -> int | None:
-    """When the run was scheduled (the ULID's time, epoch milliseconds), or None when it is not a ULID."""
-    bits = ulid_int(run_id)
+def ulid_ms(ident: str) -> int | None:
+    """The ULID's time (epoch milliseconds): when the run was scheduled, or the event received; None when not a ULID."""
+    bits = ulid_int(ident)
     return None if bits is None else bits >> _RANDOMNESS_BITS
+
+
+def received_ms(event_id: Any, ts_ms: int | None, now_ms: int) -> int:
+    """When Inngest received an event, as far as the event shows: its id's time when the id is a ULID, else its
+    `ts`, else `now_ms`.
+
+    Inngest gives an event sent without an id its internal id, a ULID made on receipt, and matches
+    cancel events by that; a sender's own id says nothing of the receipt, and its `ts` is the sender's clock.
+    """
+    received = ulid_ms(event_id) if isinstance(event_id, str) else None
+    if received is not None:
+        return received
+    return now_ms if ts_ms is None else ts_ms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,6 +14,7 @@ from exporter.attribution.bulk import (
 )
 from exporter.attribution.classify import EvidenceClassifier
 from exporter.config import parse_config
+from exporter.parsing import parse_event
 from exporter.records import Cancellation, Signal, Source
 from exporter.attribution.signals import SignalStore
 from exporter.state import StateDB
@@ -58,8 +60,10 @@ def classify(
     polled_at_s: float | None = None,
     list_available: bool = True,
     final: bool = True,
+    events: list[dict[str, Any]] = [],
 ) -> tuple[Source | None, list[str]]:
-    """Classify `item` given signals (name, seconds after scheduling, data) and, when polling is on, the list's evidence."""
+    """Classify `item` given signals (name, seconds after scheduling that Inngest received it, data), `events` as
+    they reach the exporter, and, when polling is on, the list's evidence."""
     errors: list[str] = []
     store = SignalStore(state, max_entries=1000, max_age_seconds=86400 * 30)
     windows = None
@@ -68,10 +72,15 @@ def classify(
         if polled_at_s is not None:
             windows.record(bulk, SCHEDULED + int(polled_at_s * 1000))
         windows.set_list_available(list_available)
-    classifier = EvidenceClassifier(parse_config(config, "test"), store, windows, errors.append)
+    parsed = parse_config(config, "test")
+    classifier = EvidenceClassifier(parsed, store, windows, errors.append)
     with state.transaction() as tx:
         for name, offset_s, data in signals:
             store.record(tx, Signal(name, SCHEDULED + int(offset_s * 1000), {"name": name, "data": data}))
+        for event in events:
+            signal = parse_event(event, signal_names=parsed.signal_names, now_ms=item.received_at_ms)
+            assert isinstance(signal, Signal)
+            store.record(tx, signal)
         return classifier.classify(tx, item, final=final), errors
 
 
@@ -111,6 +120,47 @@ def test_signal_for_another_run_does_not_count(state: StateDB) -> None:
 def test_signal_after_the_rule_timeout_or_after_the_cancellation_does_not_count(state: StateDB) -> None:
     assert classify(state, cancellation("app-import", 5000), [("import/cancelled", 3700, {"importId": "i-1"})])[0] is Source.UNKNOWN
     assert classify(state, cancellation("app-import", 600), [("import/cancelled", 900, {"importId": "i-1"})])[0] is Source.UNKNOWN
+
+
+def ulid_at(offset_s: float) -> str:
+    """An id Inngest made on receiving an event, `offset_s` seconds after the run was scheduled."""
+    return str(ulid.ULID.from_timestamp((SCHEDULED + offset_s * 1000) / 1000))
+
+
+def test_a_signal_counts_from_when_inngest_received_it_not_from_its_ts(state: StateDB) -> None:
+    """Inngest matches a cancel event only if it received it after scheduling the run (its id against the run id)."""
+    data = {"importId": "i-1"}
+    sent_late = {"name": "import/cancelled", "id": ulid_at(-0.001), "ts": SCHEDULED + 300_000, "data": data}
+    assert classify(state, cancellation("app-import", 600), events=[sent_late])[0] is Source.UNKNOWN
+    sent_early = {"name": "import/cancelled", "id": ulid_at(0.001), "ts": SCHEDULED - 300_000, "data": data}
+    assert classify(state, cancellation("app-import", 600), events=[sent_early])[0] is Source.EVENT
+
+
+def test_a_signal_received_in_the_millisecond_the_run_was_scheduled_does_not_count(state: StateDB) -> None:
+    """Inngest's order inside one millisecond is random: the same millisecond proves nothing."""
+    assert classify(state, cancellation("app-plain", 60), [("plain/stop", 0, {})])[0] is Source.UNKNOWN
+    assert classify(state, cancellation("app-plain", 60), [("plain/stop", 0.001, {})])[0] is Source.EVENT
+
+
+def test_the_rule_timeout_counts_from_the_runs_scheduling_not_its_triggers_ts(state: StateDB) -> None:
+    """The server sets a cancel rule's expiry when it schedules the run; a trigger sent long before changes nothing."""
+    queued = cancellation("app-import", 3700)
+    queued = dataclasses.replace(queued, trigger={**queued.trigger, "ts": SCHEDULED - 1_800_000})
+    # one state for both: the first signal is still there when the second comes
+    assert classify(state, queued, [("import/cancelled", 3600.001, {"importId": "i-1"})])[0] is Source.UNKNOWN
+    assert classify(state, queued, [("import/cancelled", 3000, {"importId": "i-1"})])[0] is Source.EVENT
+
+
+def test_the_runs_own_trigger_never_cancels_it(state: StateDB) -> None:
+    """A function cancelled by newer events of its own trigger's name: its trigger is no such event, whatever its
+    `ts` says (here a sender's id and a clock running ahead)."""
+    config = {"functions": {"app-refresh": {"cancel_on": [{"event": "import/requested", "if": "async.data.importId == event.data.importId"}]}}}
+    item = cancellation("app-refresh", 600)
+    own = {**item.trigger, "id": "refresh-i-1", "ts": SCHEDULED + 1000}
+    item = dataclasses.replace(item, trigger=own)
+    assert classify(state, item, config=config, events=[own])[0] is Source.UNKNOWN
+    newer = {**own, "id": ulid_at(300), "ts": SCHEDULED + 300_000}
+    assert classify(state, item, config=config, events=[own, newer])[0] is Source.EVENT
 
 
 def test_rule_without_expression_matches_any_signal_of_its_name(state: StateDB) -> None:

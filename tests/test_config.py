@@ -65,3 +65,15 @@ def test_flags_override_environment_and_errors_name_the_variable() -> None:
         load_settings({"EXPORTER_PORT": "http", "EXPORTER_DEDUPE_MAX_AGE": "forever"})
     assert any(line.startswith("EXPORTER_PORT / --port:") for line in err.value.problems)
     assert any(line.startswith("EXPORTER_DEDUPE_MAX_AGE: invalid duration") for line in err.value.problems)
+
+
+def test_a_batched_function_is_declared_without_cancel_on_as_inngest_requires(tmp_path: Path) -> None:
+    path = tmp_path / "batched.yaml"
+    path.write_text("functions:\n  app-digest: {batch_events: true}\n")
+    assert load_config(path).functions["app-digest"].batch_events
+    path.write_text("functions:\n  app-digest: {batch_events: true, cancel_on: [{event: digest/stop}]}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [
+        f"{path}: functions.app-digest.cancel_on: not allowed with batch_events: Inngest refuses a batched function with cancelOn"
+    ]

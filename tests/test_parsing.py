@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.support.payloads import fixture_event
 from exporter.parsing import InvalidInput, parse_body
 from exporter.records import Cancellation, Ignored, Signal
-from exporter.run_ids import scheduled_at_ms, ulid_int
+from exporter.run_ids import ulid_int, ulid_ms
 
 NOW = 1_732_570_030_000
 
@@ -69,8 +69,18 @@ def test_negative_age_counts_as_zero_and_missing_time_as_no_age() -> None:
 def test_configured_signal_is_evidence_and_others_are_ignored() -> None:
     signal = {"name": "contacts/import.cancelled", "data": {"importId": "x"}, "ts": 5}
     (record,) = parse(signal, frozenset({"contacts/import.cancelled"}))
-    assert isinstance(record, Signal) and record.ts_ms == 5
+    assert isinstance(record, Signal) and record.received_ms == 5  # no id: its `ts` stands for the receipt
     assert isinstance(parse(signal)[0], Ignored)
+
+
+def test_a_signal_was_received_when_its_ulid_id_says_else_at_its_ts_else_now() -> None:
+    """Inngest gives an event sent without an id a ULID made on receipt; a sender's `ts` is its own clock."""
+    names = frozenset({"contacts/import.cancelled"})
+    received = 1_732_570_016_269
+    signal = {"name": "contacts/import.cancelled", "id": str(ulid.ULID.from_timestamp(received / 1000)), "ts": received + 60_000}
+    assert parse(signal, names)[0].received_ms == received
+    assert parse({**signal, "id": "order-7-cancelled"}, names)[0].received_ms == received + 60_000
+    assert parse({"name": "contacts/import.cancelled"}, names)[0].received_ms == NOW
 
 
 @pytest.mark.parametrize(
@@ -117,10 +127,10 @@ def test_a_ulid_run_id_gives_its_scheduled_time_as_python_ulid_reads_it(bits: in
     run_id = run_id.lower() if lower else run_id
 
     assert ulid_int(run_id) == bits
-    assert scheduled_at_ms(run_id) == ulid.ULID.from_int(bits).milliseconds
+    assert ulid_ms(run_id) == ulid.ULID.from_int(bits).milliseconds
 
 
 @pytest.mark.parametrize("run_id", ["8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "01ARZ3NDEKTSV4RRFFQ69G5FAI", "01ARZ3NDEKTSV4RRFFQ69G5FA", "run-1"])
 def test_a_run_id_that_is_not_a_ulid_has_no_scheduled_time(run_id: str) -> None:
     assert ulid_int(run_id) is None
-    assert scheduled_at_ms(run_id) is None
+    assert ulid_ms(run_id) is None

@@ -1,4 +1,5 @@
-"""Durable state: the dedupe record survives a restart and stays bounded, a generation at a time."""
+"""Durable state: the dedupe record survives a restart and stays bounded, a generation at a time; state files of
+earlier versions keep working."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import ulid
+
 from exporter import clock
 from exporter.attribution.pending import PendingStore
+from exporter.attribution.signals import SignalStore
 from exporter.dedupe import Dedupe
-from exporter.records import Cancellation
+from exporter.records import Cancellation, Signal
 from exporter.state import StateDB
 
 
@@ -121,3 +125,28 @@ def test_runs_held_by_an_earlier_version_are_kept_and_new_ones_are_found_by_func
 
 def cancellation_record(run_id: str, function_id: str) -> Cancellation:
     return Cancellation(run_id, function_id, "inngest/function.cancelled", run_id, 2, 1, None, 3)
+
+
+def test_signals_kept_by_an_earlier_version_by_their_ts_are_found_by_when_inngest_received_them(tmp_path: Path) -> None:
+    received_ms = clock.now_ms()
+    db = StateDB(tmp_path)
+    db.ensure_schema(
+        "CREATE TABLE signals (id INTEGER PRIMARY KEY, name TEXT NOT NULL, ts_ms INTEGER NOT NULL, event TEXT NOT NULL);"
+        "CREATE INDEX signals_by_name_time ON signals (name, ts_ms);"
+    )
+    inngest_id = {"name": "stop", "id": str(ulid.ULID.from_timestamp(received_ms / 1000)), "ts": received_ms - 60_000}
+    own_id = {"name": "stop", "id": "stop-7", "ts": received_ms - 30_000}
+    with db.transaction() as tx:
+        tx.executemany(
+            "INSERT INTO signals (name, ts_ms, event) VALUES (?, ?, ?)",
+            [("stop", event["ts"], json.dumps(event)) for event in (inngest_id, own_id)],
+        )
+    db.close()
+    db = StateDB(tmp_path)
+    signals = SignalStore(db, max_entries=10, max_age_seconds=3600)
+    with db.transaction() as tx:
+        assert signals.received(tx, "stop", received_ms - 1, received_ms) == ([inngest_id], False)  # its id's time
+        assert signals.received(tx, "stop", received_ms - 30_001, received_ms - 1) == ([own_id], False)  # its ts
+        signals.record(tx, Signal("stop", received_ms + 1, {"name": "stop"}))
+    assert signals.prune(received_ms + 3_600_000) == 1  # the upgraded rows age by their receipt too
+    db.close()

@@ -4,8 +4,11 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
 - `timeout`: the run's age reaches its configured finish timeout (less
   FINISH_TIMEOUT_TOLERANCE), or matches its start timeout within
   START_TIMEOUT_TOLERANCE;
-- `event`: a configured `cancel_on` signal arrived between the trigger and the
-  cancellation, inside the rule's `timeout`, and its `if` expression holds;
+- `event`: a configured `cancel_on` signal was received after the run was scheduled
+  and by its cancellation, inside the rule's `timeout` from the scheduling, it is
+  not the run's own trigger, and its `if` expression holds: what Inngest's server
+  matches (it compares its own receipt id with the run id, which the signal's
+  receipt time and the run's scheduled time stand for);
 - `bulk`: a polled bulk cancellation of the function covers the run's scheduled
   time, and its `if` expression holds for the run's trigger;
 - `manual`: the polled list names this very run as cancelled on its own (kind
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from exporter.attribution.bulk import BulkWindowStore
 from exporter.attribution.expressions import holds
@@ -139,7 +142,7 @@ class EvidenceClassifier:
             return False
         if (fn.timeouts.start or fn.timeouts.finish) and cancellation.age_seconds is None:
             return False
-        if fn.cancel_on and (cancellation.cancelled_at_ms is None or self._run_start_ms(cancellation) is None):
+        if fn.cancel_on and cancellation.cancelled_at_ms is None:
             return False
         if self._server_has_no_bulk:
             return True
@@ -147,10 +150,6 @@ class EvidenceClassifier:
             self._bulk is not None and self._polled_since(tx, cancellation)
             and not self._bulk.backlog_cancelled(cancellation.function_id, cancellation.ended_at_ms)
         )
-
-    @staticmethod
-    def _run_start_ms(cancellation: Cancellation) -> int | None:
-        return cancellation.trigger_ts_ms or cancellation.scheduled_at_ms
 
     def _evaluates(self, expression: str | None, variables: Mapping[str, Any], function_id: str) -> bool:
         try:
@@ -165,20 +164,27 @@ class EvidenceClassifier:
         rules = self._rules.get(cancellation.function_id)
         if not rules:
             return False, False
-        started = self._run_start_ms(cancellation)
+        scheduled = cancellation.scheduled_at_ms
         ended = cancellation.cancelled_at_ms
-        if started is None or ended is None:
+        if scheduled is None or ended is None:
             return False, False
         trigger = cancellation.trigger or {}
         inconclusive = False
         for rule in rules:
-            latest = ended if rule.timeout_ms is None else min(ended, started + rule.timeout_ms)
-            candidates, truncated = self._signals.between(tx, rule.event, started, latest)
+            latest = ended if rule.timeout_ms is None else min(ended, scheduled + rule.timeout_ms)
+            candidates, truncated = self._signals.received(tx, rule.event, scheduled, latest)
             inconclusive |= truncated
-            for signal in candidates:
+            for signal in self._not_own_trigger(candidates, cancellation):
                 if self._evaluates(rule.expression, {"event": trigger, "async": signal}, cancellation.function_id):
                     return True, False
         return False, inconclusive
+
+    @staticmethod
+    def _not_own_trigger(signals: list[Mapping[str, Any]], cancellation: Cancellation) -> Iterator[Mapping[str, Any]]:
+        """`signals` but the run's own trigger, which Inngest never lets cancel its run (its receipt, before the
+        scheduling, rules it out already unless its id is the sender's and its `ts` late)."""
+        own = cancellation.trigger_id
+        return (signal for signal in signals if own is None or signal.get("id") != own)
 
     def _bulk_cancelled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
         """A bulk cancellation covers the run, and was created before the run was cancelled (else it is not the cause)."""
