@@ -18,6 +18,7 @@ from exporter.records import Source
 from exporter.attribution.signals import MAX_CANDIDATES
 from tests.support.attribution_harness import CONCRETE, Verdict, judge
 from tests.support.scenarios import (
+    BATCH,
     CASES,
     CONTRARY_AFTER_DECISION,
     DIGEST,
@@ -27,6 +28,7 @@ from tests.support.scenarios import (
     LEGACY,
     MINUTE,
     NOTIFY,
+    REFRESH,
     SECOND,
     SYNC,
     Profile,
@@ -75,7 +77,7 @@ def test_generated_runs_cover_every_case_source_and_setting(generated: list[Verd
     assert {r.case for r in runs} == {c.name for c in CASES}
     assert {r.cause for r in runs} == set(CONCRETE)
     assert {r.expected for r in runs} == {*CONCRETE, Source.UNKNOWN}
-    assert {r.function_id for r in runs} >= {IMPORT.slug, SYNC.slug, DIGEST.slug, NOTIFY.slug, LEGACY.slug}
+    assert {r.function_id for r in runs} >= {IMPORT.slug, SYNC.slug, DIGEST.slug, NOTIFY.slug, LEGACY.slug, REFRESH.slug, BATCH.slug}
     assert sum(r.expected is r.cause for r in runs) > len(runs) // 2
     assert {h for r in runs for h in r.hazards} >= {EVIDENCE_UNSEEN, CONTRARY_AFTER_DECISION}
 
@@ -148,28 +150,58 @@ def _(b: ScenarioBuilder) -> None:
     b.signal(run, run.cancelled_ms - 2 * SECOND, delivered_ms=run.cancelled_ms, matching=False)
 
 
-@named("event: signal exactly at the rule timeout counts", Source.EVENT)
+@named("event: signal received exactly at the rule timeout after the scheduling counts", Source.EVENT)
 def _(b: ScenarioBuilder) -> None:
-    run = cancelled(b, IMPORT, Source.EVENT, HOUR + 10 * SECOND)
-    b.signal(run, run.trigger_ms + HOUR, delivered_ms=run.cancelled_ms)
+    run = cancelled(b, IMPORT, Source.EVENT, HOUR + 10 * SECOND, queued_ms=10 * MINUTE)
+    b.signal(run, run.scheduled_ms + HOUR, delivered_ms=run.cancelled_ms)
 
 
-@named("event: signal 1 ms after the rule timeout does not count", Source.MANUAL)
+@named("event: signal received 1 ms after the rule timeout does not count", Source.MANUAL)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.MANUAL, HOUR + 10 * SECOND)
-    b.signal(run, run.trigger_ms + HOUR + 1, delivered_ms=run.cancelled_ms)
+    b.signal(run, run.scheduled_ms + HOUR + 1, delivered_ms=run.cancelled_ms)
 
 
-@named("event: signal exactly at the trigger counts", Source.EVENT)
+@named("event: signal received 1 ms after the run was scheduled counts", Source.EVENT)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.EVENT, 10 * MINUTE)
-    b.signal(run, run.trigger_ms, delivered_ms=run.trigger_ms + SECOND)
+    b.signal(run, run.scheduled_ms + 1, delivered_ms=run.scheduled_ms + SECOND)
 
 
-@named("event: signal 1 ms before the trigger does not count", Source.MANUAL)
+@named("event: signal received in the millisecond the run was scheduled does not count", Source.MANUAL)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.MANUAL, 10 * MINUTE)
-    b.signal(run, run.trigger_ms - 1, delivered_ms=run.trigger_ms)
+    b.signal(run, run.scheduled_ms, delivered_ms=run.scheduled_ms + SECOND)
+
+
+@named("event: signal received before the run was scheduled, its ts later, does not count", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.MANUAL, 10 * MINUTE)
+    b.signal(run, run.scheduled_ms - SECOND, ts_ms=run.scheduled_ms + MINUTE, delivered_ms=run.scheduled_ms + MINUTE)
+
+
+@named("event: signal received after the run was scheduled, its ts earlier, counts", Source.EVENT)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.EVENT, 10 * MINUTE)
+    b.signal(run, run.cancelled_ms - SECOND, ts_ms=run.scheduled_ms - MINUTE, delivered_ms=run.cancelled_ms)
+
+
+@named("event: the run's own trigger, of the cancel event's name and stamped after the scheduling, never counts", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    moment = b.moment_ms
+    cancelled(b, REFRESH, Source.MANUAL, 10 * MINUTE, trigger_stamped_ms=moment - 10 * MINUTE + SECOND)
+
+
+@named("event: a newer event of the run's own trigger's name, for its key, cancels it", Source.EVENT)
+def _(b: ScenarioBuilder) -> None:
+    signal_before(b, cancelled(b, REFRESH, Source.EVENT, 10 * MINUTE))
+
+
+@named("batch: a cancel signal carrying a batched run's key is not its cause (no cancelOn on a batch)", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, BATCH, Source.MANUAL, 10 * MINUTE)
+    (rule,) = IMPORT.rules
+    b.signal(run, run.cancelled_ms - SECOND, delivered_ms=run.cancelled_ms, rule=rule)
 
 
 @named("event: signal exactly at the cancellation counts", Source.EVENT)
@@ -430,9 +462,9 @@ def _(b: ScenarioBuilder) -> None:
 @named("more than MAX_CANDIDATES newer signals hide the matching one: unknown, never manual", Source.UNKNOWN)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.EVENT, 30 * MINUTE)
-    b.signal(run, run.trigger_ms + MINUTE, delivered_ms=run.trigger_ms + MINUTE)
+    b.signal(run, run.scheduled_ms + MINUTE, delivered_ms=run.scheduled_ms + MINUTE)
     for n in range(MAX_CANDIDATES):
-        b.signal(run, run.trigger_ms + 2 * MINUTE + n, delivered_ms=run.trigger_ms + 2 * MINUTE + n, matching=False)
+        b.signal(run, run.scheduled_ms + 2 * MINUTE + n, delivered_ms=run.scheduled_ms + 2 * MINUTE + n, matching=False)
 
 
 @pytest.mark.parametrize(

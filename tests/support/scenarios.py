@@ -21,6 +21,12 @@ The label comes from `_label`, which reasons about the simulated world (which
 signals and windows truly apply to a run, and when each became visible), not
 from the classifier, so a classifier bug shows up as a mismatch.
 
+Cancel events follow Inngest's server: one cancels a run only if the server
+received it after scheduling the run (its id, a ULID made on receipt, against the
+run id), and by the rule's `timeout` after that; never the run's own trigger; never
+a run of a batched function (the server refuses `cancelOn` there). A sender's `ts`
+is its own clock, seconds off the receipt either way.
+
 The world honours the assumptions the rules rest on (a generated run that broke
 one would be a test of the assumption, not of the code): a start timeout fires
 within START_TIMEOUT_TOLERANCE of its configured value (queue lag, clock skew); a
@@ -115,6 +121,8 @@ class Profile:
     start_ms: int | None = None
     finish_ms: int | None = None
     declared: bool = True
+    batched: bool = False
+    """Runs on batches of events (`batchEvents`): no `cancelOn`, as Inngest requires."""
 
     @property
     def slug(self) -> str:
@@ -123,12 +131,19 @@ class Profile:
     def declaration(self) -> dict[str, Any]:
         """The function's entry in the YAML config."""
         entry: dict[str, Any] = {}
+        if self.batched:
+            entry["batch_events"] = True
         if self.rules:
             entry["cancel_on"] = [rule.declaration(self.key) for rule in self.rules]
         timeouts = {k: f"{v // SECOND}s" for k, v in (("start", self.start_ms), ("finish", self.finish_ms)) if v}
         if timeouts:
             entry["timeouts"] = timeouts
         return entry
+
+    @property
+    def trigger_recorded(self) -> bool:
+        """Whether the exporter records the function's triggers as evidence: its own rules cancel on them."""
+        return any(rule.event == self.trigger for rule in self.rules)
 
     def timed_out_at(self, age_ms: int) -> bool:
         """Whether a timeout of this function fires at `age_ms` (the world model's timeout bands)."""
@@ -156,9 +171,15 @@ LEGACY = Profile(
     (Rule("legacy/cleanup.stopped", keyed=True),), finish_ms=15 * MINUTE, declared=False,
 )
 """Cancellable by a signal and a timeout in reality, but missing from the config."""
+REFRESH = Profile(
+    "crm", "refresh-contact", "contact/updated", "contactId", (Rule("contact/updated", keyed=True, timeout_ms=HOUR),),
+)
+"""Cancelled by a newer event of its own trigger's name, for the same contact: its own trigger never counts."""
+BATCH = Profile("shop", "import-batch", "contacts/import.queued", IMPORT.key, start_ms=2 * MINUTE, batched=True)
+"""Batched: IMPORT's cancel signals, carrying its runs' keys, reach the exporter and never cancel its runs."""
 GHOST = Profile("shop", "archive-orders", "orders/archive.requested", "orderId")
 """Never runs: bulk windows for it are distractors for every other function."""
-PROFILES = (IMPORT, EXPORT, SYNC, DIGEST, NOTIFY, LEGACY)
+PROFILES = (IMPORT, EXPORT, SYNC, DIGEST, NOTIFY, LEGACY, REFRESH, BATCH)
 
 
 def config_document(*, bulk_polling: bool, poll_interval_ms: int) -> dict[str, Any]:
@@ -234,10 +255,6 @@ class Run:
     """The end of its grace period: evidence visible later cannot count."""
 
     @property
-    def trigger_ms(self) -> int:
-        return int(self.trigger["ts"])
-
-    @property
     def key_value(self) -> str:
         return str(self.trigger["data"][self.profile.key])
 
@@ -249,6 +266,8 @@ class Run:
 @dataclass(frozen=True)
 class _Signal:
     event: dict[str, Any]
+    received_ms: int
+    """When Inngest received it: the time its matching goes by (its id's, when Inngest made the id)."""
     delivered_ms: int
 
 
@@ -408,11 +427,13 @@ class ScenarioBuilder:
         cancelled_ms: int | None = None,
         queued_ms: int | None = None,
         skew_ms: int | None = None,
+        trigger_stamped_ms: int | None = None,
     ) -> Run:
         """A run of `profile` cancelled `age_ms` after it was scheduled, and the deliveries of its cancellation.
 
         `queued_ms` is how long after its triggering event the run was scheduled;
-        `skew_ms` how long after the cancellation its first cancellation event arrives.
+        `skew_ms` how long after the cancellation its first cancellation event arrives;
+        `trigger_stamped_ms`, when given, makes the trigger carry its sender's id and that `ts`.
         """
         rng = self.rng
         cancelled_ms = self.moment_ms + rng.randint(-3 * MINUTE, 3 * MINUTE) if cancelled_ms is None else cancelled_ms
@@ -420,13 +441,18 @@ class ScenarioBuilder:
         trigger_ms = scheduled_ms - (rng.randint(0, 800) if queued_ms is None else queued_ms)
         if skew_ms is None:
             skew_ms = rng.randint(20, 3 * SECOND) if rng.random() < 0.8 else rng.randint(3 * SECOND, 45 * SECOND)
+        # a trigger the exporter records may carry its sender's id, and then its `ts` is all that tells its time
+        if trigger_stamped_ms is None and profile.trigger_recorded and rng.random() < 0.3:
+            trigger_stamped_ms = self.sender_ts(trigger_ms)
         trigger = {
             "name": profile.trigger,
-            "id": self.ulid_at(trigger_ms),
-            "ts": trigger_ms,
+            "id": self.ulid_at(trigger_ms) if trigger_stamped_ms is None else f"{profile.name}-{len(self._runs)}",
+            "ts": trigger_ms if trigger_stamped_ms is None else trigger_stamped_ms,
             "data": {profile.key: f"{profile.key}-{len(self._runs)}", "tier": rng.choice(("free", "pro"))},
             "user": {},
         }
+        if profile.trigger_recorded:
+            self._deliver_signal(trigger, trigger_ms, trigger_ms + rng.randint(10, 2 * SECOND))
         delivered_ms = cancelled_ms + skew_ms
         run = Run(
             run_id=self.ulid_at(scheduled_ms), profile=profile, case=case, cause=cause, trigger=trigger,
@@ -462,12 +488,31 @@ class ScenarioBuilder:
         event_id = run.run_id if not finished and self.rng.random() < 0.3 else self.ulid_at(run.cancelled_ms)
         return {"name": FINISHED if finished else CANCELLED, "id": event_id, "ts": run.cancelled_ms, "data": data}
 
-    def signal(self, run: Run, at_ms: int, *, delivered_ms: int, rule: int = 0, matching: bool = True) -> None:
-        """A cancel event of `run`'s rule number `rule`, sent at `at_ms`; `matching=False` names another run's key."""
-        spec = run.profile.rules[rule]
+    def sender_ts(self, received_ms: int) -> int:
+        """An event's `ts`: its sender's clock, up to two seconds off the moment Inngest received it, either way."""
+        return received_ms + self.rng.randint(-2 * SECOND, 2 * SECOND)
+
+    def signal(
+        self,
+        run: Run,
+        received_ms: int,
+        *,
+        delivered_ms: int,
+        rule: int | Rule = 0,
+        matching: bool = True,
+        ts_ms: int | None = None,
+    ) -> None:
+        """A cancel event of `run`'s rule number `rule` (or of another function's `rule`, carrying `run`'s key), which
+        Inngest received at `received_ms` (its id's time) and its sender stamped `ts_ms` (else `sender_ts`);
+        `matching=False` names another run's key."""
+        spec = run.profile.rules[rule] if isinstance(rule, int) else rule
         data = {run.profile.key: run.key_value if matching else f"{run.key_value}-other"} if spec.keyed else {}
-        event = {"name": spec.event, "id": self.ulid_at(at_ms), "ts": at_ms, "data": data, "user": {}}
-        self._signals.append(_Signal(event, delivered_ms))
+        ts = self.sender_ts(received_ms) if ts_ms is None else ts_ms
+        event = {"name": spec.event, "id": self.ulid_at(received_ms), "ts": ts, "data": data, "user": {}}
+        self._deliver_signal(event, received_ms, delivered_ms)
+
+    def _deliver_signal(self, event: dict[str, Any], received_ms: int, delivered_ms: int) -> None:
+        self._signals.append(_Signal(event, received_ms, delivered_ms))
         self._events.append((delivered_ms, 1, event))
         self._touch(delivered_ms)
 
@@ -569,21 +614,26 @@ def _first_at_or_after(times: list[int], at_ms: int, before_ms: int | None = Non
 
 
 def _hidden_by_storm(run: Run, signal: _Signal, signals: list[_Signal]) -> bool:
-    """Whether more than MAX_CANDIDATES newer signals of the same name, seen by then, push `signal` out of the search."""
+    """Whether more than MAX_CANDIDATES signals of the same name received later, seen by then, push `signal` out of the
+    search."""
     newer = [
         other for other in signals
-        if other.event["name"] == signal.event["name"] and other.event["ts"] > signal.event["ts"]
-        and other.event["ts"] <= run.cancelled_ms and other.delivered_ms < run.decided_by_ms
+        if other.event["name"] == signal.event["name"] and other.received_ms > signal.received_ms
+        and other.received_ms <= run.cancelled_ms and other.delivered_ms < run.decided_by_ms
     ]
     return len(newer) >= MAX_CANDIDATES
 
 
-def _signal_applies(run: Run, event: dict[str, Any]) -> bool:
-    """Whether Inngest would cancel `run` on this event: a rule's name, sent between trigger and cancellation,
-    within the rule's timeout, and (for keyed rules) carrying the run's key."""
+def _signal_applies(run: Run, signal: _Signal) -> bool:
+    """Whether Inngest would cancel `run` on this event: a rule's name, not the run's own trigger, received after the
+    run was scheduled, by its cancellation and within the rule's timeout from the scheduling, and (for keyed rules)
+    carrying the run's key."""
+    event = signal.event
+    if event["id"] == run.trigger["id"]:
+        return False
     for rule in run.profile.rules:
-        latest = run.cancelled_ms if rule.timeout_ms is None else min(run.cancelled_ms, run.trigger_ms + rule.timeout_ms)
-        if event["name"] != rule.event or not run.trigger_ms <= event["ts"] <= latest:
+        latest = run.cancelled_ms if rule.timeout_ms is None else min(run.cancelled_ms, run.scheduled_ms + rule.timeout_ms)
+        if event["name"] != rule.event or not run.scheduled_ms < signal.received_ms <= latest:
             continue
         if not rule.keyed or event["data"].get(run.profile.key) == run.key_value:
             return True
@@ -606,7 +656,7 @@ def _label(
     timed_out = run.profile.timed_out_at(run.age_ms)
     if timed_out:
         seen.append(("timeout", run.delivered_ms if declared else None))
-    applying = [s for s in signals if _signal_applies(run, s.event)]
+    applying = [s for s in signals if _signal_applies(run, s)]
     storm = [s for s in applying if _hidden_by_storm(run, s, signals)]
     if storm:
         hazards.add(SIGNAL_STORM)
@@ -682,10 +732,10 @@ def timeout_age(rng: random.Random, profile: Profile) -> int:
 
 
 def _signal_time(rng: random.Random, run: Run, rule: Rule) -> int:
-    """A moment at which `rule`'s event cancels `run`: after its trigger, within the rule's timeout, at most a few
-    seconds before the cancellation; sometimes exactly on an edge."""
-    latest = run.cancelled_ms if rule.timeout_ms is None else min(run.cancelled_ms, run.trigger_ms + rule.timeout_ms)
-    earliest = max(run.trigger_ms, latest - 3 * SECOND)
+    """A moment at which Inngest receiving `rule`'s event cancels `run`: after its scheduling, within the rule's timeout,
+    at most a few seconds before the cancellation; sometimes exactly on an edge."""
+    latest = run.cancelled_ms if rule.timeout_ms is None else min(run.cancelled_ms, run.scheduled_ms + rule.timeout_ms)
+    earliest = max(run.scheduled_ms + 1, latest - 3 * SECOND)
     return rng.choice((earliest, latest, rng.randint(earliest, latest), rng.randint(earliest, latest)))
 
 
@@ -720,23 +770,29 @@ def _bulk_created(b: ScenarioBuilder, run: Run, *, listed_before_delivery: bool 
 
 
 def distract(b: ScenarioBuilder, run: Run) -> None:
-    """Evidence that must not count for `run`, each kind one time in three: signals for another run, before the
-    trigger, after the rule's timeout or after the cancellation; windows of another function, one millisecond
-    outside the run's range, or whose `if` does not hold; a listed cancellation of another run, of this run but
-    made after it ended, or the server's own job for this run (a timeout's, or one caused by an event)."""
+    """Evidence that must not count for `run`, each kind one time in three: signals for another run, received by the
+    run's scheduling (sometimes stamped later), after the rule's timeout or after the cancellation, or matching a
+    batched run; windows of another function, one millisecond outside the run's range, or whose `if` does not hold;
+    a listed cancellation of another run, of this run but made after it ended, or the server's own job for this run
+    (a timeout's, or one caused by an event)."""
     rng = b.rng
     soon = run.delivered_ms - rng.randint(0, 10 * SECOND)
     for index, rule in enumerate(run.profile.rules):
         if rule.keyed and rng.random() < 0.33:
             b.signal(run, _signal_time(rng, run, rule), delivered_ms=soon, rule=index, matching=False)
         if rng.random() < 0.33:
-            b.signal(run, run.trigger_ms - rng.choice((1, rng.randint(1, 10 * MINUTE))), delivered_ms=soon, rule=index)
-        if rule.timeout_ms is not None and run.cancelled_ms > run.trigger_ms + rule.timeout_ms and rng.random() < 0.33:
-            late = run.trigger_ms + rule.timeout_ms + rng.choice((1, rng.randint(1, run.cancelled_ms - run.trigger_ms - rule.timeout_ms)))
+            received = run.scheduled_ms - rng.choice((0, rng.randint(0, 10 * MINUTE)))
+            stamped_later = run.scheduled_ms + rng.randint(1, MINUTE) if rng.random() < 0.5 else None
+            b.signal(run, received, delivered_ms=soon, rule=index, ts_ms=stamped_later)
+        if rule.timeout_ms is not None and run.cancelled_ms > run.scheduled_ms + rule.timeout_ms and rng.random() < 0.33:
+            late = run.scheduled_ms + rule.timeout_ms + rng.choice((1, rng.randint(1, run.cancelled_ms - run.scheduled_ms - rule.timeout_ms)))
             b.signal(run, late, delivered_ms=max(soon, late), rule=index)
         if rng.random() < 0.33:
             after = run.cancelled_ms + rng.choice((1, rng.randint(1, MINUTE)))
             b.signal(run, after, delivered_ms=after + rng.randint(0, 5 * SECOND), rule=index)
+    if run.profile.batched and rng.random() < 0.5:
+        (rule,) = IMPORT.rules
+        b.signal(run, _signal_time(rng, run, rule), delivered_ms=soon, rule=rule)
     created = run.cancelled_ms - rng.randint(0, 5 * MINUTE)
     around = (max(b.epoch_start_ms, run.scheduled_ms - HOUR), run.scheduled_ms + MINUTE)
     if rng.random() < 0.33:
@@ -852,9 +908,9 @@ def _start_band_age(rng: random.Random, profile: Profile) -> int:
     return timeout_age(rng, replace(profile, finish_ms=None))
 
 
-_RULED = (IMPORT, EXPORT, SYNC, LEGACY)
-_DECLARED_RULED = (IMPORT, EXPORT, SYNC)
-_TIMED = (IMPORT, EXPORT, DIGEST, LEGACY)
+_RULED = (IMPORT, EXPORT, SYNC, LEGACY, REFRESH)
+_DECLARED_RULED = (IMPORT, EXPORT, SYNC, REFRESH)
+_TIMED = (IMPORT, EXPORT, DIGEST, LEGACY, BATCH)
 
 CASES: tuple[Case, ...] = (
     Case("event/in-time", Source.EVENT, _RULED, 8, _event_case(_in_grace), _event_age),
