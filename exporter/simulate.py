@@ -179,10 +179,11 @@ class Simulator:
             assert fields is not None
             signal_key, trigger_key = fields
             within = min(rule.timeout, age) if rule.timeout is not None else age
+            received = now - age + within / 2  # after the run was scheduled, within the rule's timeout
             signal = {
                 "name": rule.event,
-                "id": str(ulid.ULID()),
-                "ts": int((now - age + within / 2) * 1000),
+                "id": str(ulid.ULID.from_timestamp(received)),  # the id Inngest makes on receipt
+                "ts": int(received * 1000),
                 "data": {signal_key: ref},
             }
             data = {**self._trigger_data(fn, ref), trigger_key: ref}
