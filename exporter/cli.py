@@ -107,7 +107,10 @@ def check_config(file: Path) -> None:
         config = load_config(file)
     except ConfigError as err:
         _fail(err.problems)
-    click.echo(f"{file}: ok ({len(config.functions)} functions, {len(config.signal_names)} cancel signals)")
+    click.echo(
+        f"{file}: ok ({len(config.functions)} functions, {len(config.signal_names)} cancel signals,"
+        f" {len(config.singleton_triggers)} singleton triggers)"
+    )
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""The YAML config file: constant labels, per-function cancellation triggers, bulk polling.
+"""The YAML config file: constant labels, per-function cancellation causes, bulk polling.
 
 Validated with pydantic so every problem is reported at once, with its key path;
 CEL expressions are compiled here so a typo fails `check-config`, not a run.
@@ -9,10 +9,20 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from exporter.attribution import expressions
 from exporter.durations import parse_duration
@@ -37,6 +47,15 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 """Seconds, written in the file as "30s", "2h" or a plain number of seconds."""
 
 
+def _compiled(expression: str) -> str:
+    expressions.check(expression)
+    return expression
+
+
+Expression = Annotated[str, AfterValidator(_compiled)]
+"""An Inngest (CEL) expression, compiled when the config loads: a typo fails `check-config`, not a run."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,15 +67,49 @@ class CancelOn(_Strict):
     """
 
     event: str = Field(min_length=1)
-    if_: str | None = Field(default=None, alias="if")
+    if_: Expression | None = Field(default=None, alias="if")
     timeout: Duration | None = None
 
-    @field_validator("if_")
-    @classmethod
-    def _compiles(cls, expression: str | None) -> str | None:
-        if expression is not None:
-            expressions.check(expression)
-        return expression
+
+def _event_name_alone(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"event": value}
+    if not isinstance(value, dict):
+        raise ValueError("expected an event name, {event, if} or {cron}")
+    return value
+
+
+class Trigger(_Strict):
+    """A trigger of a function: an event, written as its name or as `{event, if}` when it has a condition; or a cron
+    schedule, `{cron}`."""
+
+    event: str | None = Field(default=None, min_length=1)
+    if_: Expression | None = Field(default=None, alias="if")
+    """Inngest starts a run only for an event it holds for (`event` is the event)."""
+    cron: str | None = Field(default=None, min_length=1)
+    """Runs started by the schedule leave no event the exporter can receive."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Trigger:
+        if (self.event is None) == (self.cron is None):
+            raise ValueError("expected either event or cron")
+        if self.cron is not None and self.if_ is not None:
+            raise ValueError("if applies to an event, not to cron")
+        return self
+
+
+class Singleton(_Strict):
+    """A function's `singleton`: one run at a time per key; in `cancel` mode a new run cancels the running one."""
+
+    key: Expression | None = None
+    """Evaluated on the triggering event (`event`); runs whose keys are equal share the singleton. Without a key
+    every run of the function shares it; a key that is `false` makes the run no singleton."""
+    mode: Literal["cancel", "skip"]
+    """`skip` drops the new run instead: never a cancellation."""
+
+    @property
+    def cancels(self) -> bool:
+        return self.mode == "cancel"
 
 
 class Timeouts(_Strict):
@@ -74,8 +127,48 @@ class FunctionConfig(_Strict):
 
     batch_events: bool = False
     """Inngest's `batchEvents`: the function runs on batches of events."""
+    singleton: Singleton | None = None
+    triggers: list[Annotated[Trigger, BeforeValidator(_event_name_alone)]] = Field(
+        default_factory=list, validate_default=True
+    )
+    """The function's event triggers: the exporter records them as evidence when a newer run cancels an older one."""
     cancel_on: list[CancelOn] = Field(default_factory=list)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @property
+    def cancels_singleton(self) -> bool:
+        """Whether a new run cancels the running one with the same singleton key (`singleton.mode: cancel`)."""
+        return self.singleton is not None and self.singleton.cancels
+
+    @property
+    def event_triggers(self) -> list[Trigger]:
+        return [trigger for trigger in self.triggers if trigger.event is not None]
+
+    @property
+    def singleton_trigger_names(self) -> list[str]:
+        """The events whose newer runs cancel a running one: the event triggers of a singleton in `cancel` mode."""
+        return [trigger.event for trigger in self.event_triggers if trigger.event is not None] if self.cancels_singleton else []
+
+    @property
+    def cron_triggered(self) -> bool:
+        """Whether some runs start from a cron schedule: those leave no trigger the exporter can see."""
+        return any(trigger.cron is not None for trigger in self.triggers)
+
+    @field_validator("singleton")
+    @classmethod
+    def _singleton_not_batched(cls, singleton: Singleton | None, info: ValidationInfo) -> Singleton | None:
+        if singleton is not None and info.data.get("batch_events"):
+            raise ValueError("not allowed with batch_events: Inngest refuses a batched function with a singleton")
+        return singleton
+
+    @field_validator("triggers")
+    @classmethod
+    def _triggers_of_a_cancelling_singleton(cls, triggers: list[Trigger], info: ValidationInfo) -> list[Trigger]:
+        """A newer run's trigger is the evidence of a singleton cancellation: without the names, none can be seen."""
+        singleton = info.data.get("singleton")
+        if not triggers and singleton is not None and singleton.cancels:
+            raise ValueError("required when singleton.mode is cancel: the events (or cron) that trigger the function")
+        return triggers
 
     @field_validator("cancel_on")
     @classmethod
@@ -124,16 +217,27 @@ class Config(_Strict):
     @functools.cached_property
     def signal_names(self) -> frozenset[str]:
         """Every event name that some function's `cancel_on` listens to."""
-        return frozenset(self.signal_listeners)
+        return frozenset(rule.event for fn in self.functions.values() for rule in fn.cancel_on)
+
+    @functools.cached_property
+    def singleton_triggers(self) -> frozenset[str]:
+        """Every event name that triggers a singleton function in `cancel` mode (so cancels its running run)."""
+        return frozenset(name for fn in self.functions.values() for name in fn.singleton_trigger_names)
 
     @functools.cached_property
     def signal_listeners(self) -> dict[str, frozenset[str]]:
-        """Each signal name, with the functions whose held runs it may explain."""
+        """Each event recorded as evidence (a cancel signal, a trigger of a cancelling singleton), with the functions
+        whose held runs it may explain."""
         listeners: dict[str, set[str]] = {}
         for function_id, fn in self.functions.items():
-            for rule in fn.cancel_on:
-                listeners.setdefault(rule.event, set()).add(function_id)
+            for name in (*(rule.event for rule in fn.cancel_on), *fn.singleton_trigger_names):
+                listeners.setdefault(name, set()).add(function_id)
         return {name: frozenset(ids) for name, ids in listeners.items()}
+
+    @functools.cached_property
+    def evidence_names(self) -> frozenset[str]:
+        """The events recorded as evidence: cancel signals and the triggers of cancelling singletons."""
+        return frozenset(self.signal_listeners)
 
 
 class ConfigError(Exception):

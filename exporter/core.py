@@ -39,7 +39,7 @@ PRUNE_INTERVAL_SECONDS = 60.0
 RELEASE_INTERVAL_SECONDS = 1.0
 """How often held cancellations whose grace period ended are emitted."""
 MAX_SIGNALS = 100_000
-"""Cancel signals kept as evidence; the oldest are forgotten first."""
+"""Signals (cancel signals, singleton triggers) kept as evidence; the oldest are forgotten first."""
 
 
 class Exporter:
@@ -117,14 +117,14 @@ class Exporter:
     def ingest_body(self, body: bytes, ingress: str) -> bytes:
         events = parse_body(
             body,
-            signal_names=self.config.signal_names,
+            evidence_names=self.config.evidence_names,
             now_ms=clock.now_ms(),
             max_events=self.settings.max_batch_events,
         )
         return _answer(tuple(self.pipeline.ingest(events, ingress).as_json().items()))
 
     def ingest_event(self, raw: dict[str, Any], ingress: str) -> dict[str, int]:
-        event = parse_event(raw, signal_names=self.config.signal_names, now_ms=clock.now_ms())
+        event = parse_event(raw, evidence_names=self.config.evidence_names, now_ms=clock.now_ms())
         return self.pipeline.ingest([event], ingress).as_json()
 
     def count_received(self, ingress: str, outcome: str) -> None:

@@ -49,7 +49,7 @@ class HealthMetrics:
         )
         self.expression_errors = Counter(
             f"{PREFIX}_expression_errors",
-            "cancel_on `if` expressions that failed to evaluate (treated as no match).",
+            "Expressions (`if` of cancel_on rules, triggers and bulk cancellations; singleton keys) that failed to evaluate (treated as no match).",
             ["function_id"],
             registry=registry,
         )

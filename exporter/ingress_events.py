@@ -1,4 +1,4 @@
-"""`POST /events`: cancellations and cancel signals pushed by forwarders and backfills.
+"""`POST /events`: cancellations, cancel signals and singleton triggers pushed by forwarders and backfills.
 
 Authenticated by Inngest's signature scheme (fresh timestamps only) or a bearer
 token, both compared in constant time; validated as a whole before anything is

@@ -75,17 +75,18 @@ def _as_raw_event(event: inngest.Event) -> dict[str, Any]:
 
 
 def build_functions(client: inngest.Inngest, exporter: Core) -> list[inngest.Function[dict[str, int]]]:
-    """`record-cancellation`, plus `record-cancel-signals[-N]` for the config's cancel signals.
+    """`record-cancellation`, plus `record-cancel-signals[-N]` for the config's evidence events: its cancel signals
+    and the triggers of its cancelling singletons.
 
-    Subscribing to the signals lets Inngest deliver the evidence too, so users need
-    no forwarder for them; Inngest allows MAX_TRIGGERS per function, hence the chunks.
+    Subscribing to them lets Inngest deliver the evidence too, so users need
+    no forwarder for it; Inngest allows MAX_TRIGGERS per function, hence the chunks.
     """
     functions = [_build_function(client, exporter, FUNCTION_ID, "Record cancellation", [CANCELLED])]
-    signals = sorted(exporter.config.signal_names)
+    signals = sorted(exporter.config.evidence_names)
     chunks = [signals[i : i + MAX_TRIGGERS] for i in range(0, len(signals), MAX_TRIGGERS)]
     for number, chunk in enumerate(chunks, start=1):
         fn_id = SIGNAL_FUNCTION_ID if number == 1 else f"{SIGNAL_FUNCTION_ID}-{number}"
-        functions.append(_build_function(client, exporter, fn_id, "Record cancel signals", chunk))
+        functions.append(_build_function(client, exporter, fn_id, "Record cancellation evidence", chunk))
     return functions
 
 

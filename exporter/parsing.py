@@ -105,8 +105,8 @@ def is_cancellation(name: str, data: Mapping[str, Any]) -> bool:
     return isinstance(meta, dict) and meta.get("status") == "Cancelled"
 
 
-def parse_event(raw: Any, *, signal_names: Collection[str], now_ms: int, index: int | None = None) -> ParsedEvent:
-    """One Inngest event object → Cancellation, Signal or Ignored; InvalidInput when unusable."""
+def parse_event(raw: Any, *, evidence_names: Collection[str], now_ms: int, index: int | None = None) -> ParsedEvent:
+    """One Inngest event object → Cancellation, Signal (named in `evidence_names`) or Ignored; InvalidInput when unusable."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"{'events[%d]' % index if index is not None else 'body'}: expected an event object, got {_type_name(raw)}")
     name = _text(raw.get("name"), index, "name", required=True)
@@ -136,12 +136,12 @@ def parse_event(raw: Any, *, signal_names: Collection[str], now_ms: int, index: 
             trigger=trigger,
             received_at_ms=now_ms,
         )
-    if name in signal_names:
+    if name in evidence_names:
         return Signal(name=name, received_ms=received_ms(raw.get("id"), ts_ms, now_ms), event=raw)
     return Ignored(name=name)
 
 
-def parse_body(body: bytes, *, signal_names: Collection[str], now_ms: int, max_events: int) -> list[ParsedEvent]:
+def parse_body(body: bytes, *, evidence_names: Collection[str], now_ms: int, max_events: int) -> list[ParsedEvent]:
     """A `POST /events` body: one event or an array of at most `max_events`; all valid or InvalidInput."""
     decoded = decode_body(body)
     if isinstance(decoded, list):
@@ -149,5 +149,5 @@ def parse_body(body: bytes, *, signal_names: Collection[str], now_ms: int, max_e
             raise InvalidInput("body is an empty array: expected at least one event")
         if len(decoded) > max_events:
             raise InvalidInput(f"batch has {len(decoded)} events, more than the limit of {max_events}")
-        return [parse_event(item, signal_names=signal_names, now_ms=now_ms, index=i) for i, item in enumerate(decoded)]
-    return [parse_event(decoded, signal_names=signal_names, now_ms=now_ms)]
+        return [parse_event(item, evidence_names=evidence_names, now_ms=now_ms, index=i) for i, item in enumerate(decoded)]
+    return [parse_event(decoded, evidence_names=evidence_names, now_ms=now_ms)]

@@ -66,7 +66,8 @@ class Cancellation:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """An event named in a `cancel_on` rule: evidence that a run may have been cancelled by it."""
+    """An event that can cancel runs: named in a `cancel_on` rule, or triggering a singleton function in `cancel` mode
+    (the newer run cancels the running one)."""
 
     name: str
     received_ms: int

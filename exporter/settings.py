@@ -56,7 +56,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("datadog_give_up_after", "EXPORTER_DATADOG_GIVE_UP_AFTER", "How long a Datadog event is retried before it is given up (e.g. 24h)."),
     SettingSpec("datadog_timeout", "EXPORTER_DATADOG_TIMEOUT", "Timeout of one Datadog request (e.g. 10s); a timed-out event is retried."),
     SettingSpec("datadog_max_backoff", "EXPORTER_DATADOG_MAX_BACKOFF", "Longest wait between Datadog retries while it fails (e.g. 5m)."),
-    SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals and bulk windows (e.g. 2m)."),
+    SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals, singleton triggers and bulk windows (e.g. 2m)."),
     SettingSpec("threads", "EXPORTER_THREADS", "Request threads of the one HTTP worker process (each forwards its requests to the core process).", "--threads"),
     SettingSpec("log_level", "EXPORTER_LOG_LEVEL", "Log level: debug, info, warning, error.", "--log-level"),
 )

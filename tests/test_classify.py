@@ -78,7 +78,7 @@ def classify(
         for name, offset_s, data in signals:
             store.record(tx, Signal(name, SCHEDULED + int(offset_s * 1000), {"name": name, "data": data}))
         for event in events:
-            signal = parse_event(event, signal_names=parsed.signal_names, now_ms=item.received_at_ms)
+            signal = parse_event(event, evidence_names=parsed.evidence_names, now_ms=item.received_at_ms)
             assert isinstance(signal, Signal)
             store.record(tx, signal)
         return classifier.classify(tx, item, final=final), errors
@@ -291,3 +291,98 @@ def test_a_server_declared_without_bulk_cancellation_concludes_manual_with_no_po
     assert classify(state, cancellation("app-quiet", 7200), config=declared)[0] is Source.TIMEOUT
     assert classify(state, cancellation("other-fn", 600), config=declared)[0] is Source.UNKNOWN  # undeclared function
     assert classify(state, cancellation("app-quiet", 600), config={**declared, "bulk_cancellations": {}})[0] is Source.UNKNOWN
+
+
+SINGLETON = {
+    "functions": {
+        "app-sync": {"singleton": {"key": "event.data.account", "mode": "cancel"}, "triggers": ["sync/requested"]},
+        "app-sync-all": {"singleton": {"mode": "cancel"}, "triggers": [{"event": "sync/requested", "if": "event.data.full == true"}]},
+        "app-sync-skip": {"singleton": {"key": "event.data.account", "mode": "skip"}, "triggers": ["sync/requested"]},
+    }
+}
+"""Singletons: by account in `cancel` mode; one for the whole function, started only by full syncs; by account in `skip` mode."""
+
+
+def sync_run(function_id: str, age_s: float, data: dict[str, Any]) -> Cancellation:
+    """A run of a singleton function, triggered by `sync/requested` with `data` (Inngest's id, 0.3 s before scheduling)."""
+    trigger = {"name": "sync/requested", "id": ulid_at(-0.3), "ts": SCHEDULED - 300, "data": data}
+    return dataclasses.replace(cancellation(function_id, age_s), trigger=trigger)
+
+
+def sync_requested(offset_s: float, data: dict[str, Any]) -> dict[str, Any]:
+    """A newer `sync/requested`, which Inngest received `offset_s` seconds after the run was scheduled."""
+    return {"name": "sync/requested", "id": ulid_at(offset_s), "ts": SCHEDULED + int(offset_s * 1000), "data": data}
+
+
+def test_a_newer_trigger_with_the_runs_singleton_key_means_singleton(state: StateDB) -> None:
+    run = sync_run("app-sync", 600, {"account": "acme"})
+    assert classify(state, run, config=SINGLETON, events=[sync_requested(599, {"account": "acme"})])[0] is Source.SINGLETON
+
+
+@pytest.mark.parametrize(
+    ("newer", "why"),
+    [
+        (sync_requested(300, {"account": "globex"}), "another key: another singleton"),
+        (sync_requested(600.001, {"account": "acme"}), "received after the cancellation"),
+        (sync_requested(0, {"account": "acme"}), "received in the millisecond the run was scheduled"),
+        ({**sync_requested(300, {"account": "acme"}), "id": "sync-acme", "ts": SCHEDULED - 60_000}, "stamped before the run"),
+    ],
+)
+def test_a_newer_trigger_that_cannot_have_cancelled_the_run_does_not_count(
+    state: StateDB, newer: dict[str, Any], why: str
+) -> None:
+    run = sync_run("app-sync", 600, {"account": "acme"})
+    assert classify(state, run, config=SINGLETON, events=[newer], bulk=[], polled_at_s=700)[0] is Source.MANUAL, why
+
+
+def test_the_runs_own_trigger_is_no_newer_run(state: StateDB) -> None:
+    own = {"name": "sync/requested", "id": "sync-acme-1", "ts": SCHEDULED + 1000, "data": {"account": "acme"}}
+    run = dataclasses.replace(cancellation("app-sync", 600), trigger=own)
+    assert classify(state, run, config=SINGLETON, events=[own])[0] is Source.UNKNOWN
+
+
+def test_without_a_key_the_whole_function_is_one_singleton_started_only_when_the_triggers_if_holds(state: StateDB) -> None:
+    run = sync_run("app-sync-all", 600, {"account": "acme", "full": True})
+    partial = sync_requested(200, {"account": "globex", "full": False})
+    assert classify(state, run, config=SINGLETON, events=[partial])[0] is Source.UNKNOWN  # started no run
+    full = sync_requested(300, {"account": "globex", "full": True})
+    assert classify(state, run, config=SINGLETON, events=[full])[0] is Source.SINGLETON
+
+
+def test_skip_mode_never_cancels_and_its_triggers_are_not_evidence(state: StateDB) -> None:
+    run = sync_run("app-sync-skip", 600, {"account": "acme"})
+    assert classify(state, run, config=SINGLETON, bulk=[], polled_at_s=700, final=False)[0] is Source.MANUAL
+    assert parse_config(SINGLETON, "test").singleton_triggers == {"sync/requested"}  # from the cancelling ones only
+    assert "sync/requested" not in parse_config({"functions": {"f": SINGLETON["functions"]["app-sync-skip"]}}, "t").evidence_names
+
+
+def test_a_singleton_also_started_by_a_cron_schedule_is_never_manual_by_elimination(state: StateDB) -> None:
+    """A newer run started by the schedule leaves no trigger the exporter can receive."""
+    config = {"functions": {"app-sync": {**SINGLETON["functions"]["app-sync"], "triggers": ["sync/requested", {"cron": "0 * * * *"}]}}}
+    run = sync_run("app-sync", 600, {"account": "acme"})
+    assert classify(state, run, config=config, bulk=[], polled_at_s=700)[0] is Source.UNKNOWN
+    assert classify(state, run, config=config, events=[sync_requested(300, {"account": "acme"})])[0] is Source.SINGLETON
+
+
+@pytest.mark.parametrize(
+    ("held", "newer"),
+    [(False, False), (1, True), (True, 1), (0, False)],
+    ids=["false is no key", "true is not 1", "1 is not true", "0 is not false"],
+)
+def test_singleton_keys_compare_as_inngest_hashes_them(state: StateDB, held: Any, newer: Any) -> None:
+    run = sync_run("app-sync", 600, {"account": held})
+    assert classify(state, run, config=SINGLETON, events=[sync_requested(300, {"account": newer})])[0] is Source.UNKNOWN
+
+
+def test_a_singleton_key_that_cannot_be_evaluated_is_counted_and_never_leads_to_manual(state: StateDB) -> None:
+    run = sync_run("app-sync", 600, {"team": "acme"})  # no account
+    source, errors = classify(state, run, config=SINGLETON, bulk=[], polled_at_s=700)
+    assert (source, errors) == (Source.UNKNOWN, ["app-sync"])
+
+
+def test_a_singletons_run_waits_for_a_late_trigger_and_one_with_another_source_is_unknown(state: StateDB) -> None:
+    run = sync_run("app-sync", 600, {"account": "acme"})
+    assert classify(state, run, config=SINGLETON, bulk=[], polled_at_s=700, final=False)[0] is None
+    assert classify(state, run, config=SINGLETON, bulk=[window("app-sync")], polled_at_s=700, final=False)[0] is None
+    newer = sync_requested(300, {"account": "acme"})
+    assert classify(state, run, config=SINGLETON, events=[newer], bulk=[window("app-sync")], polled_at_s=700)[0] is Source.UNKNOWN

@@ -77,3 +77,40 @@ def test_a_batched_function_is_declared_without_cancel_on_as_inngest_requires(tm
     assert err.value.problems == [
         f"{path}: functions.app-digest.cancel_on: not allowed with batch_events: Inngest refuses a batched function with cancelOn"
     ]
+
+
+def test_a_cancelling_singleton_needs_its_triggers_and_each_problem_has_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "singletons.yaml"
+    path.write_text(
+        "functions:\n"
+        "  app-sync: {singleton: {key: event.data.account, mode: cancel}, triggers: [sync/requested, {event: sync/forced, if: 'event.data.full'}]}\n"
+        "  app-skip: {singleton: {mode: skip}}\n"
+        "  app-hourly: {singleton: {mode: cancel}, triggers: [{cron: '0 * * * *'}]}\n"
+    )
+    config = load_config(path)
+    assert config.functions["app-hourly"].cron_triggered
+    assert config.functions["app-sync"].cancels_singleton and not config.functions["app-skip"].cancels_singleton
+    assert config.singleton_triggers == {"sync/requested", "sync/forced"}
+    path.write_text(
+        "functions:\n"
+        "  app-sync: {singleton: {key: 'event.data.', mode: cancel}, triggers: [{event: sync/requested, if: 'a =='}, 7]}\n"
+        "  app-lone: {singleton: {mode: cancel}}\n"
+        "  app-batched: {batch_events: true, singleton: {mode: skip}}\n"
+        "  app-odd: {singleton: {mode: replace}}\n"
+        "  app-cron: {singleton: {mode: cancel}, triggers: [{cron: '0 * * * *', if: 'true'}, {event: a, cron: '* * * * *'}]}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = [line.removeprefix(f"{path}: ") for line in err.value.problems]
+    assert [line.split(": ")[0] for line in problems] == [
+        "functions.app-sync.singleton.key",
+        "functions.app-sync.triggers.0.if",
+        "functions.app-sync.triggers.1",
+        "functions.app-lone.triggers",
+        "functions.app-batched.singleton",
+        "functions.app-odd.singleton.mode",
+        "functions.app-cron.triggers.0",
+        "functions.app-cron.triggers.1",
+    ]
+    assert "functions.app-lone.triggers: required when singleton.mode is cancel: the events (or cron) that trigger the function" in problems
+    assert "functions.app-batched.singleton: not allowed with batch_events: Inngest refuses a batched function with a singleton" in problems

@@ -143,12 +143,24 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/nope").get_json()["error"]
 
 
-def test_a_signal_arriving_after_its_cancellation_releases_the_held_run_at_once(make_app: Callable[..., Flask]) -> None:
-    """Inngest delivers the cancellation and its signal as separate runs, in either order: no grace period is waited out."""
-    config = {"functions": {
-        "demo-app-export": {"cancel_on": [{"event": "integrations/export.cancelled", "if": "async.data.job == event.data.job"}]},
-        "demo-app-other": {"cancel_on": [{"event": "other/stop"}]},
-    }}
+EXPLAINED_BY_EXPORT_CANCELLED = pytest.mark.parametrize(
+    ("declared", "source"),
+    [
+        ({"cancel_on": [{"event": "integrations/export.cancelled", "if": "async.data.job == event.data.job"}]}, "event"),
+        ({"singleton": {"key": "event.data.job", "mode": "cancel"}, "triggers": ["integrations/export.cancelled"]}, "singleton"),
+    ],
+    ids=["cancel signal", "singleton trigger"],
+)
+"""`demo-app-export` declared so that `integrations/export.cancelled` for its run's job explains its cancellation."""
+
+
+@EXPLAINED_BY_EXPORT_CANCELLED
+def test_a_signal_arriving_after_its_cancellation_releases_the_held_run_at_once(
+    make_app: Callable[..., Flask], declared: dict[str, Any], source: str
+) -> None:
+    """Inngest delivers the cancellation and its signal (or newer trigger) as separate runs, in either order: no grace
+    period is waited out."""
+    config = {"functions": {"demo-app-export": declared, "demo-app-other": {"cancel_on": [{"event": "other/stop"}]}}}
     client = make_app(config, EXPORTER_ATTRIBUTION_GRACE="1h").test_client()
     run, other = cancellation(), cancellation("01JDJKGTGDVV4DTXHY6XYB7BKM", "demo-app-other")
     assert post(client, [run, other]).get_json()["pending"] == 2
@@ -160,16 +172,16 @@ def test_a_signal_arriving_after_its_cancellation_releases_the_held_run_at_once(
     }
     assert post(client, signal_event).get_json()["signals"] == 1
     assert samples(client, "inngest_function_cancellations_total") == {
-        (("function_id", "demo-app-export"), ("source", "event")): 1.0,  # the other function's run still waits
+        (("function_id", "demo-app-export"), ("source", source)): 1.0,  # the other function's run still waits
     }
     assert samples(client, "inngest_cancellation_exporter_pending_classifications") == {(): 1.0}
 
 
-def test_signal_is_recorded_as_evidence_and_explains_a_later_cancellation(make_app: Callable[..., Flask]) -> None:
-    config = {"functions": {"demo-app-export": {"cancel_on": [
-        {"event": "integrations/export.cancelled", "if": "async.data.job == event.data.job"}
-    ]}}}
-    client = make_app(config).test_client()
+@EXPLAINED_BY_EXPORT_CANCELLED
+def test_signal_is_recorded_as_evidence_and_explains_a_later_cancellation(
+    make_app: Callable[..., Flask], declared: dict[str, Any], source: str
+) -> None:
+    client = make_app({"functions": {"demo-app-export": declared}}).test_client()
     run = cancellation()
     signal_event = {
         "name": "integrations/export.cancelled",
@@ -179,4 +191,4 @@ def test_signal_is_recorded_as_evidence_and_explains_a_later_cancellation(make_a
     assert post(client, signal_event).get_json()["signals"] == 1
     post(client, run)
     counts = samples(client, "inngest_function_cancellations_total")
-    assert counts == {(("function_id", "demo-app-export"), ("source", "event")): 1.0}
+    assert counts == {(("function_id", "demo-app-export"), ("source", source)): 1.0}

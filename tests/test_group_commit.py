@@ -109,7 +109,7 @@ def gated(make_app: Callable[..., Flask]) -> tuple[Exporter, Pipeline, _GateSink
 
 def _ingest_in_thread(exporter: Exporter, pipeline: Pipeline, run_id: str, results: dict[str, Any]) -> threading.Thread:
     body = json.dumps(cancellation(run_id)).encode()
-    events = parse_body(body, signal_names=exporter.config.signal_names, now_ms=int(time.time() * 1000), max_events=10)
+    events = parse_body(body, evidence_names=exporter.config.evidence_names, now_ms=int(time.time() * 1000), max_events=10)
 
     def run() -> None:
         try:

@@ -254,25 +254,45 @@ def test_development_mode_runs_unsigned_invocations(exporter_server: Callable[..
     assert cancellations(server) == 1.0
 
 
-def test_cancel_signals_arrive_through_inngest_and_explain_the_cancellation(
-    exporter_server: Callable[..., ServeProcess], tmp_path: Path
+def _rules(names: list[str]) -> str:
+    return ", ".join(f'{{event: "{name}", if: "async.data.job == event.data.job"}}' for name in names)
+
+
+@pytest.mark.parametrize(
+    ("declared", "split", "source"),
+    [
+        # twelve signals: more than Inngest's ten triggers per function, so they are split
+        (
+            f"demo-app-export: {{cancel_on: [{_rules([f'export/cancelled-{i}' for i in range(11)] + ['integrations/export.cancelled'])}]}}",
+            [1, 2, 10],
+            "event",
+        ),
+        # nine signals (of another function) and two triggers of a singleton that cancels: eleven events, split alike
+        (
+            f"demo-app-other: {{cancel_on: [{_rules([f'export/cancelled-{i}' for i in range(9)])}]}}\n"
+            "  demo-app-export: {singleton: {key: event.data.job, mode: cancel}, triggers: [shop/job.requested, integrations/export.cancelled]}",
+            [1, 1, 10],
+            "singleton",
+        ),
+    ],
+    ids=["cancel signals", "singleton triggers"],
+)
+def test_evidence_arrives_through_inngest_and_explains_the_cancellation(
+    exporter_server: Callable[..., ServeProcess], tmp_path: Path, declared: str, split: list[int], source: str
 ) -> None:
-    signals = [f"export/cancelled-{i}" for i in range(11)] + ["integrations/export.cancelled"]
-    rules = ", ".join(f'{{event: "{name}", if: "async.data.job == event.data.job"}}' for name in signals)
     config = tmp_path / "config.yaml"
-    config.write_text(f"functions:\n  demo-app-export:\n    cancel_on: [{rules}]\n")
+    config.write_text(f"functions:\n  {declared}\n")
     server = exporter_server("--config", str(config))
     driver = InngestDriver(server.url, SIGNING_KEY)
     app = driver.sync()
-    # twelve signals: more than Inngest's ten triggers per function, so they are split
-    assert sorted(len(function.triggers) for function in app.functions) == [1, 2, 10]
-    run = cancellation()
-    signal_event = {
+    assert sorted(len(function.triggers) for function in app.functions) == split
+    run = cancellation()  # triggered by `shop/job.requested`
+    evidence = {
         "name": "integrations/export.cancelled",
         "id": str(ulid.ULID.from_timestamp((run["ts"] - 1000) / 1000)),  # received a second before the cancellation
         "ts": run["ts"] - 1000,
         "data": {"job": run["data"]["event"]["data"]["job"]},
     }
-    assert driver.invoke(app.function_for("integrations/export.cancelled"), signal_event).body["signals"] == 1
+    assert driver.invoke(app.function_for("integrations/export.cancelled"), evidence).body["signals"] == 1
     assert driver.invoke(app.function_for(CANCELLED), run).status == 200
-    assert server.metric("inngest_function_cancellations_total", {"function_id": "demo-app-export", "source": "event"}) == 1.0
+    assert server.metric("inngest_function_cancellations_total", {"function_id": "demo-app-export", "source": source}) == 1.0

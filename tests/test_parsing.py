@@ -20,7 +20,7 @@ NOW = 1_732_570_030_000
 
 def parse(value: Any, signals: frozenset[str] = frozenset(), max_events: int = 100) -> list[Any]:
     body = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return parse_body(body, signal_names=signals, now_ms=NOW, max_events=max_events)
+    return parse_body(body, evidence_names=signals, now_ms=NOW, max_events=max_events)
 
 
 def test_documented_payload_becomes_a_cancellation_with_age_from_the_ulid() -> None:

@@ -11,6 +11,10 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
   receipt time and the run's scheduled time stand for);
 - `bulk`: a polled bulk cancellation of the function covers the run's scheduled
   time, and its `if` expression holds for the run's trigger;
+- `singleton`: the function is a singleton in `cancel` mode, and a newer trigger
+  of it (received after the run was scheduled and by its cancellation, not the
+  run's own, its trigger's `if` holding) has the run's singleton key: Inngest
+  cancels the running run when it starts the new one;
 - `manual`: the polled list names this very run as cancelled on its own (kind
   `run`); or by elimination, only when every other source can be ruled out: the
   function's triggers are declared in the config, bulk polling is on and has read
@@ -18,14 +22,16 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
 - `unknown`: anything else, including evidence for two sources at once.
 
 A run is *undecided* while evidence that would change its answer can still
-arrive (signals and bulk windows are delivered asynchronously): a cancel signal,
-for a function with `cancel_on` rules not yet explained by one; a bulk window,
+arrive (signals, triggers and bulk windows are delivered asynchronously): a
+cancel signal, for a function with `cancel_on` rules not yet explained by one; a
+newer trigger, for a cancelling singleton not yet explained by one; a bulk window,
 while bulk polling has not read the list since the cancellation (unless the
 list was found unavailable: no poll will read it). The pipeline
 holds it for a grace period and asks again with `final=True`, when the evidence
 then seen decides. A listed cancellation created after the run was cancelled
 (its id is a ULID) is not its cause; a signal search cut short by a storm of
-signals proves no absence, so it never leads to `manual`.
+signals, or a singleton key that could not be evaluated, proves no absence, so
+it never leads to `manual`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import sqlite3
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from exporter.attribution.bulk import BulkWindowStore
-from exporter.attribution.expressions import holds
+from exporter.attribution import expressions
 from exporter.config import CancelOn, Config, FunctionConfig
 from exporter.records import Cancellation, Source
 from exporter.attribution.signals import SignalStore
@@ -46,6 +52,8 @@ START_TIMEOUT_TOLERANCE = 5.0
 """Seconds either side of a start timeout in which an age is attributed to it (queueing lag)."""
 FINISH_TIMEOUT_TOLERANCE = 1.0
 """Seconds before a finish timeout at which an age already counts as reaching it (clock rounding)."""
+_FAILED = object()
+"""What an expression that could not be evaluated yields: it matches nothing, and proves no absence either."""
 
 
 class SourceClassifier(Protocol):
@@ -63,6 +71,14 @@ class _Rule:
         self.event = rule.event
         self.timeout_ms = int(rule.timeout * 1000) if rule.timeout is not None else None
         self.expression = rule.if_
+
+
+def _same_key(newer: Any, held: Any) -> bool:
+    """Whether two singleton keys are the same, as Inngest compares their hashes: `false` is no key, and a boolean is
+    never a number (Python's `True == 1` aside)."""
+    if newer is _FAILED or newer is False:
+        return False
+    return isinstance(newer, bool) == isinstance(held, bool) and newer == held
 
 
 def _timed_out(fn: FunctionConfig, age: float) -> bool:
@@ -100,6 +116,9 @@ class EvidenceClassifier:
         signalled, signals_inconclusive = self._signalled(tx, cancellation)
         if signalled:
             found.add(Source.EVENT)
+        superseded, singleton_inconclusive = self._superseded(tx, cancellation, fn)
+        if superseded:
+            found.add(Source.SINGLETON)
         if self._bulk_cancelled(tx, cancellation):
             found.add(Source.BULK)
         if self._cancelled_alone(cancellation):
@@ -110,20 +129,22 @@ class EvidenceClassifier:
             return None
         if found:
             return found.pop()
-        if not signals_inconclusive and self._manual_by_elimination(tx, cancellation, fn):
+        if not (signals_inconclusive or singleton_inconclusive) and self._manual_by_elimination(tx, cancellation, fn):
             return Source.MANUAL
         return Source.UNKNOWN
 
     def _evidence_may_still_arrive(
         self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None, found: set[Source]
     ) -> bool:
-        """Whether a cancel signal or a bulk window that would change the answer can still be delivered."""
+        """Whether a cancel signal, a newer singleton trigger or a bulk window that would change the answer can still be
+        delivered."""
         late_signal = fn is not None and bool(fn.cancel_on) and Source.EVENT not in found
+        late_trigger = fn is not None and fn.cancels_singleton and Source.SINGLETON not in found
         late_bulk = (
             self._bulk is not None and Source.BULK not in found
             and self._bulk.list_available() and not self._polled_since(tx, cancellation)
         )
-        return late_signal or late_bulk
+        return late_signal or late_trigger or late_bulk
 
     def _polled_since(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
         """Whether the bulk list was read at or after the cancellation, so it shows any bulk cancellation behind it."""
@@ -142,8 +163,10 @@ class EvidenceClassifier:
             return False
         if (fn.timeouts.start or fn.timeouts.finish) and cancellation.age_seconds is None:
             return False
-        if fn.cancel_on and cancellation.cancelled_at_ms is None:
+        if (fn.cancel_on or fn.cancels_singleton) and cancellation.cancelled_at_ms is None:
             return False
+        if fn.cancels_singleton and fn.cron_triggered:
+            return False  # a newer run may have started from the schedule, unseen
         if self._server_has_no_bulk:
             return True
         return (
@@ -151,13 +174,18 @@ class EvidenceClassifier:
             and not self._bulk.backlog_cancelled(cancellation.function_id, cancellation.ended_at_ms)
         )
 
-    def _evaluates(self, expression: str | None, variables: Mapping[str, Any], function_id: str) -> bool:
+    def _value(self, expression: str, variables: Mapping[str, Any], function_id: str) -> Any:
+        """The expression's value; _FAILED, logged and counted, when it cannot be evaluated (never a crash)."""
         try:
-            return holds(expression, variables)
-        except Exception as err:  # a failed expression is no match, never a crash
+            return expressions.value(expression, variables)
+        except Exception as err:
             log.warning("expression %r for %s failed: %s", expression, function_id, err)
             self._on_expression_error(function_id)
-            return False
+            return _FAILED
+
+    def _evaluates(self, expression: str | None, variables: Mapping[str, Any], function_id: str) -> bool:
+        """Whether the expression holds (no expression: it does); one that fails to evaluate is no match."""
+        return expression is None or self._value(expression, variables, function_id) is True
 
     def _signalled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> tuple[bool, bool]:
         """(a matching signal was found, the search was cut short by a signal storm and proves no absence)."""
@@ -185,6 +213,42 @@ class EvidenceClassifier:
         scheduling, rules it out already unless its id is the sender's and its `ts` late)."""
         own = cancellation.trigger_id
         return (signal for signal in signals if own is None or signal.get("id") != own)
+
+    def _superseded(
+        self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None
+    ) -> tuple[bool, bool]:
+        """(a newer run of this cancelling singleton took the run's key, the search proves no absence: cut short by
+        a storm, or an expression that could not be evaluated).
+
+        As Inngest decides it: a trigger starts a new run when its `if` holds; that run's key (the
+        function's id without a key expression) releases the run holding the same key, whose
+        cancellation follows; a key that is `false` holds no singleton.
+        """
+        if fn is None or fn.singleton is None or not fn.cancels_singleton:
+            return False, False
+        scheduled, ended = cancellation.scheduled_at_ms, cancellation.cancelled_at_ms
+        if scheduled is None or ended is None:
+            return False, False
+        function_id = cancellation.function_id
+        key = self._singleton_key(fn.singleton.key, cancellation.trigger or {}, function_id)
+        if key is _FAILED or key is False:
+            return False, key is _FAILED
+        inconclusive = False
+        for trigger in fn.event_triggers:
+            assert trigger.event is not None
+            candidates, truncated = self._signals.received(tx, trigger.event, scheduled, ended)
+            inconclusive |= truncated
+            for newer in self._not_own_trigger(candidates, cancellation):
+                started = True if trigger.if_ is None else self._value(trigger.if_, {"event": newer}, function_id)
+                newer_key = self._singleton_key(fn.singleton.key, newer, function_id) if started is True else False
+                if _same_key(newer_key, key):
+                    return True, False
+                inconclusive |= started is _FAILED or newer_key is _FAILED
+        return False, inconclusive
+
+    def _singleton_key(self, expression: str | None, event: Mapping[str, Any], function_id: str) -> Any:
+        """The singleton key of a run triggered by `event`: one key for the whole function without an expression."""
+        return function_id if expression is None else self._value(expression, {"event": event}, function_id)
 
     def _bulk_cancelled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
         """A bulk cancellation covers the run, and was created before the run was cancelled (else it is not the cause)."""

@@ -1,7 +1,7 @@
 """Inngest's expressions (CEL), compiled once and evaluated on events.
 
-`cancel_on` rules and bulk cancellations both carry an `if` expression; this
-module is the one place that compiles and evaluates them, with the CEL
+`cancel_on` rules, triggers and bulk cancellations carry an `if` expression, and a
+singleton its key; this module is the one place that compiles and evaluates them, with the CEL
 library's errors turned into messages a user can act on.
 """
 
@@ -27,8 +27,7 @@ def check(expression: str) -> None:
         raise ValueError(f"invalid CEL expression: {reason}") from None
 
 
-def holds(expression: str | None, variables: Mapping[str, Mapping[str, Any]]) -> bool:
-    """Whether `expression` is true for `variables` (no expression: true); raises when it cannot be evaluated."""
-    if expression is None:
-        return True
-    return _compile(expression).execute({name: dict(value) for name, value in variables.items()}) is True
+def value(expression: str, variables: Mapping[str, Mapping[str, Any]]) -> Any:
+    """What `expression` evaluates to for `variables`; raises when it cannot be evaluated."""
+    return _compile(expression).execute({name: dict(event) for name, event in variables.items()})
+

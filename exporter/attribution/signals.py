@@ -1,4 +1,5 @@
-"""Cancel-signal evidence: events named in `cancel_on` rules, kept for a while to explain cancellations.
+"""Signal evidence: events that can cancel runs (named in `cancel_on` rules, or triggering a singleton function in
+`cancel` mode), kept for a while to explain cancellations.
 
 Each is kept with when Inngest received it, since that is what the server compares with a run's
 scheduling, not the sender's `ts`. Bounded in count and age; a signal only matters for runs
@@ -26,7 +27,7 @@ MAX_CANDIDATES = 1000
 
 
 class SignalStore:
-    """Recorded cancel signals, under the state database."""
+    """Recorded signals, under the state database."""
 
     def __init__(self, state: StateDB, *, max_entries: int, max_age_seconds: float) -> None:
         self._state = state

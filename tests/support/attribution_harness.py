@@ -81,7 +81,7 @@ class _Simulation:
     def __init__(self, scenario: Scenario, state_dir: Path) -> None:
         settings = load_settings({"EXPORTER_STATE_DIR": str(state_dir), "INNGEST_DEV": "1"})
         config = parse_config(scenario.config, scenario.name)
-        self.signal_names = config.signal_names
+        self.evidence_names = config.evidence_names
         self.clock = SimulatedClock(scenario.start_ms)
         self.sink = CapturingSink()
         self.expression_errors = 0
@@ -125,7 +125,7 @@ class _Simulation:
         self._release_until(max(self._due, default=self.clock.now_ms))
 
     def _ingest(self, raw: dict[str, Any]) -> None:
-        parsed = parse_event(raw, signal_names=self.signal_names, now_ms=self.clock.now_ms)
+        parsed = parse_event(raw, evidence_names=self.evidence_names, now_ms=self.clock.now_ms)
         if self.pipeline.ingest([parsed], INGRESS).pending:
             heapq.heappush(self._due, self.clock.now_ms + self.grace_ms)
 
