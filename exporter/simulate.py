@@ -2,7 +2,8 @@
 
 For each function of the config it plays the cancellations its evidence can
 explain: cancel signals that satisfy a `cancel_on` rule (sent first, as Inngest
-would see them), runs that hit their start or finish timeout, bulk cancellations
+would see them), newer triggers of a singleton in `cancel` mode with the running
+run's key, runs that hit their start or finish timeout, bulk cancellations
 (published on a small stand-in for Inngest's REST API, which the exporter polls
 when `INNGEST_API_BASE_URL` points at it), runs cancelled by hand (`manual`, by
 elimination), and runs of a function the config does not describe (`unknown`).
@@ -29,6 +30,7 @@ from exporter.parsing import CANCELLED
 from exporter.records import Source
 
 _EQUALITY = re.compile(r"^\s*async\.data\.(\w+)\s*==\s*event\.data\.(\w+)\s*$")
+_TRIGGER_FIELD = re.compile(r"^\s*event\.data\.(\w+)\s*$")
 UNDESCRIBED_FUNCTION = "legacy-app-nightly-cleanup"
 """A function the config does not describe: nothing can explain its cancellations."""
 
@@ -48,6 +50,18 @@ def _signal_fields(rule: CancelOn) -> tuple[str, str] | None:
         return ("ref", "ref")
     match = _EQUALITY.match(rule.if_)
     return (match.group(1), match.group(2)) if match else None
+
+
+def _singleton_fields(fn: FunctionConfig) -> tuple[str, str | None] | None:
+    """(a trigger that always starts a run, the trigger field holding the singleton key, None without a key) of a
+    singleton in `cancel` mode, when its key is a plain field; None when simulate cannot play its cancellations."""
+    trigger = next((t.event for t in fn.event_triggers if t.if_ is None), None) if fn.cancels_singleton else None
+    if trigger is None or fn.singleton is None:
+        return None
+    if fn.singleton.key is None:
+        return trigger, None
+    match = _TRIGGER_FIELD.match(fn.singleton.key)
+    return (trigger, match.group(1)) if match else None
 
 
 def _iso(epoch_s: float) -> str:
@@ -119,8 +133,10 @@ class Simulator:
 
     def _cancellation(self, function_id: str, age: float, trigger_data: dict[str, Any], now: float) -> dict[str, Any]:
         scheduled = now - age
+        fn = self._config.functions.get(function_id)
+        declared = fn.event_triggers if fn is not None else []
         trigger = {
-            "name": f"{function_id.split('-')[0]}/run.requested",
+            "name": declared[0].event if declared else f"{function_id.split('-')[0]}/run.requested",
             "id": str(ulid.ULID.from_timestamp(scheduled)),
             "ts": int(scheduled * 1000),
             "data": trigger_data,
@@ -147,8 +163,11 @@ class Simulator:
         return age
 
     def _trigger_data(self, fn: FunctionConfig, ref: str) -> dict[str, Any]:
-        """Trigger data carrying every key the function's `cancel_on` expressions read, as real triggers do."""
+        """Trigger data carrying every key the function's `cancel_on` expressions and singleton key read, as real triggers do."""
         keys = {fields[1] for rule in fn.cancel_on if (fields := _signal_fields(rule)) is not None}
+        singleton = _singleton_fields(fn)
+        if singleton is not None and singleton[1] is not None:
+            keys.add(singleton[1])
         return {"ref": ref, **{key: str(ulid.ULID()) for key in keys}}
 
     def plan(self, now: float) -> Plan:
@@ -159,11 +178,14 @@ class Simulator:
             return Plan(Source.UNKNOWN, [self._cancellation(function_id, self._random.uniform(5, 600), {"ref": ref}, now)])
         fn = self._config.functions[function_id]
         usable_rules = [rule for rule in fn.cancel_on if _signal_fields(rule) is not None]
+        singleton = _singleton_fields(fn)
         choices = [Source.MANUAL if self._bulk_api else Source.UNKNOWN]
         if fn.timeouts.finish or fn.timeouts.start:
             choices += [Source.TIMEOUT] * 2
         if usable_rules:
             choices += [Source.EVENT] * 3
+        if singleton is not None:
+            choices += [Source.SINGLETON] * 3
         if self._bulk_api:
             choices += [Source.BULK] * 2
         source = self._random.choice(choices)
@@ -188,6 +210,13 @@ class Simulator:
             }
             data = {**self._trigger_data(fn, ref), trigger_key: ref}
             return Plan(source, [signal, self._cancellation(function_id, age, data, now)])
+        if source is Source.SINGLETON:
+            assert singleton is not None
+            trigger_name, key_field = singleton
+            data = {**self._trigger_data(fn, ref), **({key_field: ref} if key_field else {})}
+            received = now - age / 2  # a newer run of the same key, started half-way through this one
+            newer = {"name": trigger_name, "id": str(ulid.ULID.from_timestamp(received)), "ts": int(received * 1000), "data": data}
+            return Plan(source, [newer, self._cancellation(function_id, age, data, now)])
         cancellation = self._cancellation(function_id, age, self._trigger_data(fn, ref), now)
         if source is Source.BULK:
             scheduled = now - age

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 WAVES = ((150, 10.0), (400, 25.0), (100, 4.0), (300, 15.0))
 """(count, rate per second) of each `simulate` run: changes of pace that the graphs can show."""
-SOURCE_COLOURS = {"event": "#5794F2", "timeout": "#FF9830", "bulk": "#B877D9", "manual": "#73BF69", "unknown": "#8E8E8E"}
+SOURCE_COLOURS = {
+    "event": "#5794F2", "timeout": "#FF9830", "bulk": "#B877D9", "singleton": "#F2CC0C", "manual": "#73BF69", "unknown": "#8E8E8E",
+}
 
 
 def panel_series(stack: DemoStack, end: float, title: str, max_data_points: int) -> list[tuple[str, list[Series]]]:

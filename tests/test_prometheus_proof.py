@@ -38,7 +38,7 @@ from tests.support.dashboards import (
 from tests.support.demo_stack import DemoStack
 from tests.support.prometheus_server import JOB, PrometheusError, Series
 
-SOURCES = {"event", "timeout", "bulk", "manual", "unknown"}
+SOURCES = {"event", "timeout", "bulk", "singleton", "manual", "unknown"}
 LONG_RUNNING = "newsletter-app-import-all-contacts"
 """The one simulated function whose runs outlive an hour: its finish timeout is 2 h."""
 

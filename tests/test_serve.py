@@ -121,7 +121,7 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
     series = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == CANCELLATIONS]
     assert sum(s.value for s in series) == 150
     assert len({s.labels["function_id"] for s in series}) >= 5
-    assert {s.labels["source"] for s in series} == {"event", "timeout", "bulk", "manual", "unknown"}
+    assert {s.labels["source"] for s in series} == {"event", "timeout", "bulk", "singleton", "manual", "unknown"}
     # what simulate intended is what the exporter inferred
     intended = dict(part.split(": ") for part in result.stdout.strip().removeprefix("sent ").split(", "))
     inferred: dict[str, float] = {}
