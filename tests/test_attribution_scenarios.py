@@ -30,6 +30,7 @@ from tests.support.scenarios import (
     NOTIFY,
     REFRESH,
     SECOND,
+    SINGLE,
     SYNC,
     Profile,
     Run,
@@ -77,7 +78,7 @@ def test_generated_runs_cover_every_case_source_and_setting(generated: list[Verd
     assert {r.case for r in runs} == {c.name for c in CASES}
     assert {r.cause for r in runs} == set(CONCRETE)
     assert {r.expected for r in runs} == {*CONCRETE, Source.UNKNOWN}
-    assert {r.function_id for r in runs} >= {IMPORT.slug, SYNC.slug, DIGEST.slug, NOTIFY.slug, LEGACY.slug, REFRESH.slug, BATCH.slug}
+    assert {r.function_id for r in runs} >= {IMPORT.slug, SYNC.slug, DIGEST.slug, NOTIFY.slug, LEGACY.slug, REFRESH.slug, BATCH.slug, SINGLE.slug}
     assert sum(r.expected is r.cause for r in runs) > len(runs) // 2
     assert {h for r in runs for h in r.hazards} >= {EVIDENCE_UNSEEN, CONTRARY_AFTER_DECISION}
 
@@ -220,6 +221,43 @@ def _(b: ScenarioBuilder) -> None:
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, SYNC, Source.EVENT, 45 * MINUTE)
     signal_before(b, run, rule=1)
+
+
+@named("singleton: a newer trigger with the run's key, received before the cancellation, cancels it", Source.SINGLETON)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, SINGLE, Source.SINGLETON, 10 * MINUTE)
+    b.newer_trigger(run, run.cancelled_ms - 50, delivered_ms=run.cancelled_ms)
+
+
+@named("singleton: a newer trigger delivered after the cancellation, within the grace period", Source.SINGLETON)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, SINGLE, Source.SINGLETON, 10 * MINUTE)
+    b.newer_trigger(run, run.cancelled_ms - 50, delivered_ms=run.decided_by_ms - 2 * SECOND)
+
+
+@named("singleton: a newer trigger with another key does not cancel the run", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, SINGLE, Source.MANUAL, 10 * MINUTE)
+    b.newer_trigger(run, run.cancelled_ms - 50, delivered_ms=run.cancelled_ms, matching=False)
+
+
+@named("singleton: a trigger received before the run was scheduled, its ts later, does not cancel it", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, SINGLE, Source.MANUAL, 10 * MINUTE)
+    b.newer_trigger(run, run.scheduled_ms, ts_ms=run.scheduled_ms + MINUTE, delivered_ms=run.scheduled_ms + MINUTE)
+
+
+@named("singleton: a newer trigger received 1 ms after the cancellation does not count", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, SINGLE, Source.MANUAL, 10 * MINUTE)
+    b.newer_trigger(run, run.cancelled_ms + 1, delivered_ms=run.cancelled_ms + 10)
+
+
+@named("ambiguous: a newer singleton trigger and a bulk window are unknown", Source.UNKNOWN)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, SINGLE, Source.SINGLETON, 10 * MINUTE)
+    b.newer_trigger(run, run.cancelled_ms - 50, delivered_ms=run.cancelled_ms)
+    window_over(b, run)
 
 
 @named("bulk: window starting exactly at the scheduled time covers the run", Source.BULK)

@@ -37,7 +37,7 @@ from exporter.attribution.signals import SignalStore
 from exporter.state import StateDB
 from tests.support.scenarios import EVIDENCE_UNSEEN, Delivery, EventDelivery, LabelledRun, Scenario
 
-CONCRETE = (Source.EVENT, Source.TIMEOUT, Source.BULK, Source.MANUAL)
+CONCRETE = (Source.EVENT, Source.TIMEOUT, Source.BULK, Source.SINGLETON, Source.MANUAL)
 INGRESS = "events"
 
 

@@ -24,8 +24,10 @@ from the classifier, so a classifier bug shows up as a mismatch.
 Cancel events follow Inngest's server: one cancels a run only if the server
 received it after scheduling the run (its id, a ULID made on receipt, against the
 run id), and by the rule's `timeout` after that; never the run's own trigger; never
-a run of a batched function (the server refuses `cancelOn` there). A sender's `ts`
-is its own clock, seconds off the receipt either way.
+a run of a batched function (the server refuses `cancelOn` there). A singleton in
+`cancel` mode loses its run to a newer trigger with the same key, received after
+the run was scheduled and by its cancellation. A sender's `ts` is its own clock,
+seconds off the receipt either way.
 
 The world honours the assumptions the rules rest on (a generated run that broke
 one would be a test of the assumption, not of the code): a start timeout fires
@@ -123,6 +125,8 @@ class Profile:
     declared: bool = True
     batched: bool = False
     """Runs on batches of events (`batchEvents`): no `cancelOn`, as Inngest requires."""
+    singleton: bool = False
+    """A singleton in `cancel` mode, keyed by the trigger's `key` field: a newer run cancels the running one."""
 
     @property
     def slug(self) -> str:
@@ -133,6 +137,9 @@ class Profile:
         entry: dict[str, Any] = {}
         if self.batched:
             entry["batch_events"] = True
+        if self.singleton:
+            entry["singleton"] = {"key": f"event.data.{self.key}", "mode": "cancel"}
+            entry["triggers"] = [self.trigger]
         if self.rules:
             entry["cancel_on"] = [rule.declaration(self.key) for rule in self.rules]
         timeouts = {k: f"{v // SECOND}s" for k, v in (("start", self.start_ms), ("finish", self.finish_ms)) if v}
@@ -142,8 +149,8 @@ class Profile:
 
     @property
     def trigger_recorded(self) -> bool:
-        """Whether the exporter records the function's triggers as evidence: its own rules cancel on them."""
-        return any(rule.event == self.trigger for rule in self.rules)
+        """Whether the exporter records the function's triggers as evidence: a newer run cancels, or its own rules do."""
+        return self.singleton or any(rule.event == self.trigger for rule in self.rules)
 
     def timed_out_at(self, age_ms: int) -> bool:
         """Whether a timeout of this function fires at `age_ms` (the world model's timeout bands)."""
@@ -177,9 +184,11 @@ REFRESH = Profile(
 """Cancelled by a newer event of its own trigger's name, for the same contact: its own trigger never counts."""
 BATCH = Profile("shop", "import-batch", "contacts/import.queued", IMPORT.key, start_ms=2 * MINUTE, batched=True)
 """Batched: IMPORT's cancel signals, carrying its runs' keys, reach the exporter and never cancel its runs."""
+SINGLE = Profile("crm", "sync-contacts", "contacts/sync.requested", "accountId", finish_ms=20 * MINUTE, singleton=True)
+"""One sync per account at a time: a newer sync of the account cancels the running one."""
 GHOST = Profile("shop", "archive-orders", "orders/archive.requested", "orderId")
 """Never runs: bulk windows for it are distractors for every other function."""
-PROFILES = (IMPORT, EXPORT, SYNC, DIGEST, NOTIFY, LEGACY, REFRESH, BATCH)
+PROFILES = (IMPORT, EXPORT, SYNC, DIGEST, NOTIFY, LEGACY, REFRESH, BATCH, SINGLE)
 
 
 def config_document(*, bulk_polling: bool, poll_interval_ms: int) -> dict[str, Any]:
@@ -511,6 +520,17 @@ class ScenarioBuilder:
         event = {"name": spec.event, "id": self.ulid_at(received_ms), "ts": ts, "data": data, "user": {}}
         self._deliver_signal(event, received_ms, delivered_ms)
 
+    def newer_trigger(
+        self, run: Run, received_ms: int, *, delivered_ms: int, matching: bool = True, ts_ms: int | None = None
+    ) -> None:
+        """A trigger of `run`'s singleton function, received by Inngest at `received_ms` and stamped `ts_ms` (else
+        `sender_ts`), carrying `run`'s key, or another when `matching=False`."""
+        key = run.key_value if matching else f"{run.key_value}-other"
+        ts = self.sender_ts(received_ms) if ts_ms is None else ts_ms
+        data = {run.profile.key: key, "tier": run.trigger["data"]["tier"]}
+        event = {"name": run.profile.trigger, "id": self.ulid_at(received_ms), "ts": ts, "data": data, "user": {}}
+        self._deliver_signal(event, received_ms, delivered_ms)
+
     def _deliver_signal(self, event: dict[str, Any], received_ms: int, delivered_ms: int) -> None:
         self._signals.append(_Signal(event, received_ms, delivered_ms))
         self._events.append((delivered_ms, 1, event))
@@ -640,6 +660,17 @@ def _signal_applies(run: Run, signal: _Signal) -> bool:
     return False
 
 
+def _supersedes(run: Run, signal: _Signal) -> bool:
+    """Whether Inngest cancels `run` on starting a newer run for this event: `run`'s singleton function's trigger, not
+    its own, received after the run was scheduled and by its cancellation, with the run's key."""
+    event = signal.event
+    return (
+        run.profile.singleton and event["name"] == run.profile.trigger and event["id"] != run.trigger["id"]
+        and run.scheduled_ms < signal.received_ms <= run.cancelled_ms
+        and event["data"].get(run.profile.key) == run.key_value
+    )
+
+
 def _label(
     run: Run, signals: list[_Signal], windows: list[_Window], run_items: list[_RunItem], ok_polls: list[int], bulk_polling: bool
 ) -> LabelledRun:
@@ -661,6 +692,8 @@ def _label(
     if storm:
         hazards.add(SIGNAL_STORM)
     seen += [("event", s.delivered_ms if declared else None) for s in applying if s not in storm]
+    superseding = [s for s in signals if _supersedes(run, s)]
+    seen += [("singleton", s.delivered_ms if declared else None) for s in superseding]
     covering = [w for w in windows if w.applies_to(run)]
     for window in covering:
         visible = _first_at_or_after(ok_polls, window.created_ms, window.dropped_ms)
@@ -674,7 +707,7 @@ def _label(
         ("manual", _first_at_or_after(ok_polls, item.created_ms, item.dropped_ms))
         for item in run_items if item.cancels_alone(run) and item.created_ms <= run.cancelled_ms
     ]
-    _check_cause(run, timed_out, applying, [w for w in covering if w.created_ms <= run.cancelled_ms])
+    _check_cause(run, timed_out, applying, superseding, [w for w in covering if w.created_ms <= run.cancelled_ms])
 
     in_time = {what for what, at in seen if at is not None and at < run.decided_by_ms}
     at_delivery = {what for what, at in seen if at is not None and at <= run.delivered_ms}
@@ -696,9 +729,13 @@ def _label(
     return LabelledRun(run.run_id, run.profile.slug, run.case, run.cause, expected, frozenset(hazards))
 
 
-def _check_cause(run: Run, timed_out: bool, signals: list[_Signal], windows: list[_Window]) -> None:
+def _check_cause(
+    run: Run, timed_out: bool, signals: list[_Signal], superseding: list[_Signal], windows: list[_Window]
+) -> None:
     """The generator's own consistency: a run's cause is one that really could have cancelled it."""
-    possible = {Source.TIMEOUT: timed_out, Source.EVENT: bool(signals), Source.BULK: bool(windows)}
+    possible = {
+        Source.TIMEOUT: timed_out, Source.EVENT: bool(signals), Source.SINGLETON: bool(superseding), Source.BULK: bool(windows),
+    }
     assert possible.get(run.cause, True), f"generator bug: {run.case} run {run.run_id} cannot be caused by {run.cause.value}"
 
 
@@ -737,6 +774,13 @@ def _signal_time(rng: random.Random, run: Run, rule: Rule) -> int:
     latest = run.cancelled_ms if rule.timeout_ms is None else min(run.cancelled_ms, run.scheduled_ms + rule.timeout_ms)
     earliest = max(run.scheduled_ms + 1, latest - 3 * SECOND)
     return rng.choice((earliest, latest, rng.randint(earliest, latest), rng.randint(earliest, latest)))
+
+
+def _newer_trigger_time(rng: random.Random, run: Run) -> int:
+    """A moment at which Inngest receiving a newer trigger of `run`'s singleton cancels it: after its scheduling, at
+    most a few seconds before the cancellation; sometimes exactly on an edge."""
+    earliest = max(run.scheduled_ms + 1, run.cancelled_ms - 3 * SECOND)
+    return rng.choice((earliest, run.cancelled_ms, rng.randint(earliest, run.cancelled_ms)))
 
 
 def _in_grace(rng: random.Random, run: Run, sent_ms: int) -> int:
@@ -793,6 +837,15 @@ def distract(b: ScenarioBuilder, run: Run) -> None:
     if run.profile.batched and rng.random() < 0.5:
         (rule,) = IMPORT.rules
         b.signal(run, _signal_time(rng, run, rule), delivered_ms=soon, rule=rule)
+    if run.profile.singleton:
+        if rng.random() < 0.33:
+            b.newer_trigger(run, _newer_trigger_time(rng, run), delivered_ms=soon, matching=False)
+        if rng.random() < 0.33:
+            received = run.scheduled_ms - rng.choice((0, rng.randint(0, 10 * MINUTE)))
+            b.newer_trigger(run, received, delivered_ms=soon, ts_ms=run.scheduled_ms + rng.randint(1, MINUTE))
+        if rng.random() < 0.33:
+            after = run.cancelled_ms + rng.choice((1, rng.randint(1, MINUTE)))
+            b.newer_trigger(run, after, delivered_ms=after + rng.randint(0, 5 * SECOND))
     created = run.cancelled_ms - rng.randint(0, 5 * MINUTE)
     around = (max(b.epoch_start_ms, run.scheduled_ms - HOUR), run.scheduled_ms + MINUTE)
     if rng.random() < 0.33:
@@ -833,6 +886,20 @@ def _event_case(delivery: Callable[[random.Random, Run, int], int]) -> Callable[
         b.signal(run, sent, delivered_ms=delivery(b.rng, run, sent), rule=rule)
         distract(b, run)
     return place
+
+
+def _singleton_case(delivery: Callable[[random.Random, Run, int], int]) -> Callable[[ScenarioBuilder, Run], None]:
+    def place(b: ScenarioBuilder, run: Run) -> None:
+        received = _newer_trigger_time(b.rng, run)
+        b.newer_trigger(run, received, delivered_ms=delivery(b.rng, run, received))
+        distract(b, run)
+    return place
+
+
+def _ambiguous_singleton_and_bulk(b: ScenarioBuilder, run: Run) -> None:
+    received = _newer_trigger_time(b.rng, run)
+    b.newer_trigger(run, received, delivered_ms=b.rng.randint(received, run.delivered_ms))
+    _covering_window(b, run, _bulk_created(b, run, listed_before_delivery=True))
 
 
 def _event_age(rng: random.Random, profile: Profile) -> int:
@@ -910,11 +977,13 @@ def _start_band_age(rng: random.Random, profile: Profile) -> int:
 
 _RULED = (IMPORT, EXPORT, SYNC, LEGACY, REFRESH)
 _DECLARED_RULED = (IMPORT, EXPORT, SYNC, REFRESH)
-_TIMED = (IMPORT, EXPORT, DIGEST, LEGACY, BATCH)
+_TIMED = (IMPORT, EXPORT, DIGEST, LEGACY, BATCH, SINGLE)
 
 CASES: tuple[Case, ...] = (
     Case("event/in-time", Source.EVENT, _RULED, 8, _event_case(_in_grace), _event_age),
     Case("event/beyond-grace", Source.EVENT, _RULED, 2, _event_case(lambda rng, run, sent: _beyond_grace(rng, run)), _event_age),
+    Case("singleton/in-time", Source.SINGLETON, (SINGLE,), 4, _singleton_case(_in_grace)),
+    Case("singleton/beyond-grace", Source.SINGLETON, (SINGLE,), 1, _singleton_case(lambda rng, run, sent: _beyond_grace(rng, run))),
     Case("timeout", Source.TIMEOUT, _TIMED, 8, distract, timeout_age),
     Case("bulk/in-time", Source.BULK, PROFILES, 8, _bulk_in_time),
     Case("bulk/beyond-grace", Source.BULK, PROFILES, 2, _bulk_beyond_grace),
@@ -925,6 +994,7 @@ CASES: tuple[Case, ...] = (
     Case("manual/bulk-if-mismatch", Source.MANUAL, PROFILES, 2, _manual_bulk_if_mismatch),
     Case("manual/window-created-after-cancellation", Source.MANUAL, PROFILES, 1, _manual_window_created_later),
     Case("ambiguous/event-and-bulk", (Source.EVENT, Source.BULK), _DECLARED_RULED, 2, _ambiguous_event_and_bulk, _event_age),
+    Case("ambiguous/singleton-and-bulk", (Source.SINGLETON, Source.BULK), (SINGLE,), 1, _ambiguous_singleton_and_bulk),
     Case("ambiguous/timeout-and-event", (Source.TIMEOUT, Source.EVENT), (IMPORT,), 2, _ambiguous_timeout_and_event, _start_band_age),
     Case("ambiguous/timeout-and-bulk", (Source.TIMEOUT, Source.BULK), (IMPORT, DIGEST), 2, _ambiguous_timeout_and_bulk, _start_band_age),
     Case("ambiguous/timeout-then-late-window", (Source.TIMEOUT, Source.BULK), (IMPORT, DIGEST), 1, _timeout_then_late_window, _start_band_age),
