@@ -78,20 +78,27 @@ def stack(request: pytest.FixtureRequest, serve: Callable[..., ServeProcess], tm
         print(server.log()[-4000:])
 
 
+def _apps(server: InngestServer) -> dict[str, list[dict[str, str]]]:
+    """The synced apps' functions (`id`, `slug`), by app id."""
+    query = "{ apps { externalID functions { id slug } } }"
+    answer = server.session.post(f"{server.url}/v0/gql", json={"query": query}, headers=server._auth, timeout=5)
+    return {app["externalID"]: app["functions"] or [] for app in (answer.json().get("data") or {}).get("apps") or []}
+
+
 def _synced(server: InngestServer) -> bool:
     """Both apps registered with their functions (the exporter's cancel-signal function included)."""
-    query = "{ apps { externalID functions { slug } } }"
-    answer = server.session.post(f"{server.url}/v0/gql", json={"query": query}, headers=server._auth, timeout=5)
-    apps = {app["externalID"]: app["functions"] for app in (answer.json().get("data") or {}).get("apps") or []}
+    apps = _apps(server)
     return len(apps.get(shop.APP_ID) or []) == len(shop.TRIGGERS) + 1 and len(apps.get(EXPORTER_APP_ID) or []) == 2
 
 
 def _first_run(server: InngestServer, event_id: str) -> str:
-    """The run an event triggered, once the server has scheduled it."""
+    """The run of the shop's function an event triggered, once the server has scheduled it (the exporter runs on a
+    singleton's trigger too: it records it as evidence)."""
+    shop_functions = {function["id"] for function in _apps(server)[shop.APP_ID]}
     found: list[str] = []
 
     def scheduled() -> bool:
-        found[:] = [run["run_id"] for run in server.event_runs(event_id)]
+        found[:] = [run["run_id"] for run in server.event_runs(event_id) if run["function_id"] in shop_functions]
         return bool(found)
 
     eventually(scheduled, timeout=30)
@@ -167,9 +174,10 @@ def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
     assert not not_cancelled & set(sources), "a run that was not cancelled was reported"
     assert set(sources) == {run.run_id for run in runs}
 
-    # the evidence that reached the exporter through Inngest decides: signals and timeouts are not left unknown
+    # the evidence that reached the exporter through Inngest decides: signals, timeouts and singleton triggers are
+    # not left unknown
     for run in runs:
-        if run.true_source in ("event", "timeout"):
+        if run.true_source in ("event", "timeout", "singleton"):
             assert sources[run.run_id] == [run.true_source], (run, sources[run.run_id])
     assert (exporter.metric("inngest_cancellation_exporter_events_received_total", {"ingress": "inngest", "outcome": "signal"}) or 0) >= 3
 

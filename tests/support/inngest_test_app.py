@@ -54,8 +54,11 @@ EXPORTER_CONFIG: dict[str, Any] = {
         },
         f"{APP_ID}-{START_TIMEOUT}": {"timeouts": {"start": f"{START_TIMEOUT_S}s"}},
         f"{APP_ID}-{FINISH_TIMEOUT}": {"timeouts": {"finish": f"{FINISH_TIMEOUT_S}s"}},
-        f"{APP_ID}-{SINGLETON}": {},
-        f"{APP_ID}-{BATCHED}": {},
+        f"{APP_ID}-{SINGLETON}": {
+            "singleton": {"key": "event.data.account", "mode": "cancel"},
+            "triggers": [TRIGGERS[SINGLETON]],
+        },
+        f"{APP_ID}-{BATCHED}": {"batch_events": True},
         f"{APP_ID}-{PLAIN}": {},
     },
     "bulk_cancellations": {"poll_interval": "2s"},
