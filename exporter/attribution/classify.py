@@ -17,7 +17,8 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
   cancels the running run when it starts the new one;
 - `manual`: the polled list names this very run as cancelled on its own (kind
   `run`); or by elimination, only when every other source can be ruled out: the
-  function's triggers are declared in the config, bulk polling is on and has read
+  function is declared in the config (no newer run of it can start unseen, from a
+  cron schedule), bulk polling is on and has read
   the list since the cancellation, and the run's times are known;
 - `unknown`: anything else, including evidence for two sources at once.
 
@@ -89,7 +90,8 @@ def _timed_out(fn: FunctionConfig, age: float) -> bool:
 
 
 class EvidenceClassifier:
-    """Attribution from configured timeouts, recorded cancel signals and polled bulk windows."""
+    """Attribution from configured timeouts, recorded signals (cancel signals, singleton triggers) and polled bulk
+    windows."""
 
     def __init__(
         self,
