@@ -180,6 +180,17 @@ def test_failing_expression_is_no_match_and_reported(state: StateDB) -> None:
     assert source is Source.UNKNOWN and errors == ["app-import"]
 
 
+def test_an_expression_that_cannot_be_evaluated_never_leads_to_manual(state: StateDB) -> None:
+    """No match is not no evidence: the rule or window whose `if` failed may be what cancelled the run."""
+    item = cancellation("app-import", 600)
+    item = Cancellation(**{**{f: getattr(item, f) for f in item.__dataclass_fields__}, "trigger": {"data": {}}})
+    signal = [("import/cancelled", 300, {"importId": "i-1"})]
+    assert classify(state, item, signal, bulk=[], polled_at_s=601)[0] is Source.UNKNOWN
+    plain = cancellation("app-plain", 600)
+    failing_window = window("app-plain", expression="event.data.missing.deeper == 1")
+    assert classify(state, plain, bulk=[failing_window], polled_at_s=601)[0] is Source.UNKNOWN
+
+
 def test_no_evidence_yet_is_undecided_while_evidence_can_still_arrive(state: StateDB) -> None:
     assert classify(state, cancellation("app-import", 600), final=False)[0] is None
     # nothing can explain an unconfigured function's run later when bulk polling is off

@@ -121,7 +121,8 @@ class EvidenceClassifier:
         superseded, singleton_inconclusive = self._superseded(tx, cancellation, fn)
         if superseded:
             found.add(Source.SINGLETON)
-        if self._bulk_cancelled(tx, cancellation):
+        bulk_cancelled, bulk_inconclusive = self._bulk_cancelled(tx, cancellation)
+        if bulk_cancelled:
             found.add(Source.BULK)
         if self._cancelled_alone(cancellation):
             found.add(Source.MANUAL)
@@ -131,7 +132,8 @@ class EvidenceClassifier:
             return None
         if found:
             return found.pop()
-        if not (signals_inconclusive or singleton_inconclusive) and self._manual_by_elimination(tx, cancellation, fn):
+        inconclusive = signals_inconclusive or singleton_inconclusive or bulk_inconclusive
+        if not inconclusive and self._manual_by_elimination(tx, cancellation, fn):
             return Source.MANUAL
         return Source.UNKNOWN
 
@@ -185,12 +187,14 @@ class EvidenceClassifier:
             self._on_expression_error(function_id)
             return _FAILED
 
-    def _evaluates(self, expression: str | None, variables: Mapping[str, Any], function_id: str) -> bool:
-        """Whether the expression holds (no expression: it does); one that fails to evaluate is no match."""
-        return expression is None or self._value(expression, variables, function_id) is True
+    def _holds(self, expression: str | None, variables: Mapping[str, Any], function_id: str) -> Any:
+        """True when the expression holds (no expression: it does); _FAILED when it cannot be evaluated, which is no
+        match and no proof of absence either: a run whose evidence failed so is never `manual` by elimination."""
+        return True if expression is None else self._value(expression, variables, function_id)
 
     def _signalled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> tuple[bool, bool]:
-        """(a matching signal was found, the search was cut short by a signal storm and proves no absence)."""
+        """(a matching signal was found, the search proves no absence: cut short by a signal storm, or an expression
+        that could not be evaluated)."""
         rules = self._rules.get(cancellation.function_id)
         if not rules:
             return False, False
@@ -205,8 +209,10 @@ class EvidenceClassifier:
             candidates, truncated = self._signals.received(tx, rule.event, scheduled, latest)
             inconclusive |= truncated
             for signal in self._not_own_trigger(candidates, cancellation):
-                if self._evaluates(rule.expression, {"event": trigger, "async": signal}, cancellation.function_id):
+                holds = self._holds(rule.expression, {"event": trigger, "async": signal}, cancellation.function_id)
+                if holds is True:
                     return True, False
+                inconclusive |= holds is _FAILED
         return False, inconclusive
 
     @staticmethod
@@ -252,16 +258,22 @@ class EvidenceClassifier:
         """The singleton key of a run triggered by `event`: one key for the whole function without an expression."""
         return function_id if expression is None else self._value(expression, {"event": event}, function_id)
 
-    def _bulk_cancelled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> bool:
-        """A bulk cancellation covers the run, and was created before the run was cancelled (else it is not the cause)."""
+    def _bulk_cancelled(self, tx: sqlite3.Connection, cancellation: Cancellation) -> tuple[bool, bool]:
+        """(a bulk cancellation made before the run was cancelled covers it, a window's `if` could not be evaluated).
+
+        One made later is not the cause.
+        """
         if self._bulk is None or cancellation.scheduled_at_ms is None:
-            return False
+            return False, False
         trigger = cancellation.trigger or {}
-        return any(
-            window.made_by(cancellation.ended_at_ms)
-            and self._evaluates(window.expression, {"event": trigger}, cancellation.function_id)
-            for window in self._bulk.covering(cancellation.function_id, cancellation.scheduled_at_ms)
-        )
+        inconclusive = False
+        for window in self._bulk.covering(cancellation.function_id, cancellation.scheduled_at_ms):
+            if window.made_by(cancellation.ended_at_ms):
+                holds = self._holds(window.expression, {"event": trigger}, cancellation.function_id)
+                if holds is True:
+                    return True, False
+                inconclusive |= holds is _FAILED
+        return False, inconclusive
 
     def _cancelled_alone(self, cancellation: Cancellation) -> bool:
         """The list names this run as cancelled on its own, by a cancellation made before it ended."""
