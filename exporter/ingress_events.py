@@ -25,9 +25,16 @@ class Unauthorized(Exception):
     """Credentials missing or wrong; the message says which, never what was expected."""
 
 
+AUTHENTICATE = 'Bearer realm="inngest-cancellation-exporter"'
+"""The challenge of a 401 (RFC 9110): a bearer token is one way in; an Inngest signature is the other."""
+
+
 def _error(exporter: Core, status: int, outcome: str, message: str) -> tuple[Response, int]:
     exporter.count_received(INGRESS, outcome)
-    return jsonify(error=message), status
+    response = jsonify(error=message)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = AUTHENTICATE
+    return response, status
 
 
 def authenticate(exporter: Core, body: bytes) -> None:

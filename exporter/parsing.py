@@ -9,6 +9,7 @@ and the key at fault, so a forwarder can fix the one bad event.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Collection, Mapping
 
 from exporter.records import Cancellation, Ignored, ParsedEvent, Signal
@@ -66,16 +67,19 @@ def _text(value: Any, index: int | None, key: str, *, required: bool, max_length
 def _epoch_ms(value: Any, index: int | None, key: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
-        raise InvalidInput(f"{_where(index, key)}: expected epoch milliseconds (a number), got {_type_name(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{_where(index, key)}: expected epoch milliseconds (a finite number), got {_type_name(value)}")
     if not 0 <= value < 2**53:
         raise InvalidInput(f"{_where(index, key)}: epoch milliseconds out of range")
     return int(value)
 
 
 def _type_name(value: Any) -> str:
+    """What the value is, in JSON's words; NaN and the infinities (which Python's parser accepts) by name."""
     if value is None:
         return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 

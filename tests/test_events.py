@@ -81,6 +81,7 @@ def test_unauthenticated_requests_are_refused_and_counted(client: FlaskClient, h
     response = post(client, cancellation(), headers)
     assert response.status_code == 401
     assert message in response.get_json()["error"]
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="inngest-cancellation-exporter"'  # RFC 9110: a 401 says how
     assert INGEST_TOKEN not in response.get_data(as_text=True)
     assert samples(client, "inngest_function_cancellations_total") == {}
 
