@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry
 from exporter import clock
 from exporter.attribution import bulk
 from exporter.attribution.bulk import (
-    FAILURE_REMINDER_MS,
     MAX_PAGES,
     NO_LOWER_BOUND_MS,
     UNAVAILABLE_AFTER_SERVER_ERRORS,
@@ -29,6 +28,7 @@ from exporter.attribution.bulk import (
     parse_cancellations,
     rfc3339_ms,
 )
+from exporter.attribution.inngest_api import FAILURE_REMINDER_MS
 from exporter.config import parse_config
 from exporter.core import Exporter
 from exporter.health import PREFIX, HealthMetrics

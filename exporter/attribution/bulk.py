@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-import requests
 import ulid
 
 from exporter import clock
 from exporter.attribution import expressions
-
+from exporter.attribution.inngest_api import ApiFailure, FailureLog, InngestApi
 from exporter.health import HealthMetrics
 from exporter.periodic import PeriodicTask
 from exporter.settings import Settings
@@ -53,8 +52,6 @@ NO_LOWER_BOUND_MS = -(2**63)
 scheduled up to `started_before`. The smallest SQLite integer."""
 UNAVAILABLE_AFTER_SERVER_ERRORS = 3
 """HTTP 500 answers in a row after which the list is taken as unavailable, when the answer does not say so itself."""
-FAILURE_REMINDER_MS = 10 * 60_000
-"""While polls keep failing the same way, a reminder is logged this often rather than a warning every poll."""
 NOT_OFFERED_ERROR = "Error listing cancellations"
 """The `error` of the server's HTTP 500 when it has no store for the list to read (pkg/api/apiv1)."""
 _NOT_EVIDENCE = frozenset({"start_timeout", "finish_timeout"})
@@ -440,33 +437,6 @@ class BulkWindowStore:
         return len(self._windows)
 
 
-class _PollFailed(Exception):
-    """A poll that read nothing usable; the message says why, without the key.
-
-    `kind` names the failure without the details that change from poll to poll (a
-    connection's address), so that a repeat is recognised; `not_offered` says the
-    answer itself shows that the server has no list to read.
-    """
-
-    def __init__(self, message: str, *, kind: str, status: int | None = None, not_offered: bool = False) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.not_offered = not_offered
-
-
-@dataclass
-class _Outage:
-    """Polls failing in a row since `since_ms`, and what was last logged about them."""
-
-    since_ms: int
-    polls: int = 0
-    server_errors: int = 0
-    """HTTP 500 answers in a row, up to the last poll."""
-    told_kind: str | None = None
-    told_at_ms: int = 0
-
-
 class BulkPoller:
     """Reads the bulk cancellation list every `interval` seconds into a `BulkWindowStore`.
 
@@ -494,13 +464,14 @@ class BulkPoller:
         self._store = store
         self._on_settled = on_settled
         self._now_ms = now_ms
-        self._url = settings.api_base_url.rstrip("/") + LIST_PATH
-        self._keys = settings.signing_keys
+        self._api = InngestApi(settings, timeout=timeout)
+        self._url = self._api.base_url + LIST_PATH
         self._interval = interval
-        self._timeout = timeout
         self._health = health
         self._reported: set[str] = set()
-        self._outage: _Outage | None = None
+        self._failures = FailureLog(log, f"bulk cancellations: polling GET {self._url}", "polls")
+        self._server_errors = 0
+        """HTTP 500 answers in a row, up to the last poll."""
         # polled at once: evidence is wanted before the first cancellations arrive
         self._task = PeriodicTask("bulk-poller", interval, self.poll_once, run_first=True)
         health.gauge_from("bulk_windows", "Bulk cancellation windows kept as attribution evidence.", store.size)
@@ -539,14 +510,13 @@ class BulkPoller:
     def _failed(self, err: Exception, now_ms: int) -> None:
         """Count a failed poll, decide whether the list is unavailable, and log what is new."""
         self._health.bulk_polls.labels("error").inc()
-        failure = err if isinstance(err, _PollFailed) else _PollFailed(str(err), kind=type(err).__name__)
-        outage = self._outage = self._outage or _Outage(since_ms=now_ms)
-        outage.polls += 1
-        outage.server_errors = outage.server_errors + 1 if failure.status == 500 else 0
-        reason = self._redacted(str(failure))
-        if self._store.list_available() and (failure.not_offered or outage.server_errors >= UNAVAILABLE_AFTER_SERVER_ERRORS):
+        failure = err if isinstance(err, ApiFailure) else ApiFailure(str(err), kind=type(err).__name__)
+        self._failures.count(now_ms)
+        self._server_errors = self._server_errors + 1 if failure.status == 500 else 0
+        reason = self._api.redacted(str(failure))
+        if self._store.list_available() and (_not_offered(failure) or self._server_errors >= UNAVAILABLE_AFTER_SERVER_ERRORS):
             self._store.set_list_available(False)
-            repeated = f", {outage.server_errors} times in a row" if outage.server_errors > 1 else ""
+            repeated = f", {self._server_errors} times in a row" if self._server_errors > 1 else ""
             log.warning(
                 "bulk cancellations: GET %s %s%s: this Inngest server does not offer the bulk cancellation list "
                 "(self-hosted and dev servers have none) or cannot read it. Until it can, bulk cancellations cannot be "
@@ -556,27 +526,21 @@ class BulkPoller:
                 "config: polling stops and single-run cancels are reported `manual` again.",
                 self._url, reason, repeated, self._interval,
             )
+            self._failures.told(failure.kind, now_ms)
             self._settle()  # runs held only for a poll can go now
-        elif failure.kind != outage.told_kind:
-            log.warning("bulk cancellations: polling GET %s failed: %s", self._url, reason)
-        elif now_ms - outage.told_at_ms >= FAILURE_REMINDER_MS:
-            log.warning(
-                "bulk cancellations: polling GET %s still fails: %s (%d polls in a row, for %d minutes)",
-                self._url, reason, outage.polls, (now_ms - outage.since_ms) // 60_000,
-            )
         else:
-            return
-        outage.told_kind, outage.told_at_ms = failure.kind, now_ms
+            self._failures.tell(failure.kind, reason, now_ms)
 
     def _recovered(self) -> None:
         """After a successful poll: say so once if polls had failed, and let runs wait for the list again."""
-        outage, self._outage = self._outage, None
+        outage = self._failures.ended()
+        self._server_errors = 0
         was_available = self._store.list_available()
         self._store.set_list_available(True)
         if outage is not None:
             log.info(
                 "bulk cancellations: GET %s read again after %d failed polls%s",
-                self._url, outage.polls, "" if was_available else "; bulk and manual can be concluded again",
+                self._url, outage.failures, "" if was_available else "; bulk and manual can be concluded again",
             )
 
     def _settle(self) -> None:
@@ -587,12 +551,12 @@ class BulkPoller:
             log.exception("releasing held cancellations failed; they are released when due")
 
     def _read_all(self) -> tuple[list[Listed], list[str]]:
-        """The evidence and problems of every page; ValueError or _PollFailed when the list cannot be read whole."""
+        """The evidence and problems of every page; ValueError or ApiFailure when the list cannot be read whole."""
         listed: list[Listed] = []
         problems: list[str] = []
         params = {"limit": str(PAGE_LIMIT)}
         for _ in range(MAX_PAGES):
-            body = self._get(params)
+            body = self._api.get_json(LIST_PATH, params)
             page_listed, page_problems = parse_cancellations(body)
             listed += page_listed
             problems += page_problems
@@ -600,65 +564,17 @@ class BulkPoller:
             if cursor is None:
                 return listed, problems
             params = {"limit": str(PAGE_LIMIT), "cursor": cursor}
-        raise _PollFailed(f"the list goes on past {MAX_PAGES} pages; not read in part", kind="too many pages")
-
-    def _get(self, params: Mapping[str, str]) -> Any:
-        """One page as JSON, asked with the signing key, and once more with the fallback key after a 401."""
-        keys = self._keys or [None]
-        response = self._request(params, keys[0])
-        if response.status_code == 401 and len(keys) > 1:
-            response = self._request(params, keys[1])
-        if not 200 <= response.status_code < 300:
-            raise _refusal(response)
-        try:
-            return response.json()
-        except ValueError:
-            content_type = response.headers.get("Content-Type")
-            raise _PollFailed(f"answer is not JSON (Content-Type {content_type!r})", kind="not JSON") from None
-
-    def _request(self, params: Mapping[str, str], key: str | None) -> requests.Response:
-        headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-        try:
-            return requests.get(self._url, params=params, headers=headers, timeout=self._timeout)
-        except requests.Timeout:
-            raise _PollFailed(f"no answer within {self._timeout:g}s", kind="timeout") from None
-        except requests.RequestException as err:
-            raise _PollFailed(f"request failed: {err}", kind=type(err).__name__) from None
-
-    def _redacted(self, message: str) -> str:
-        """`message` with any signing key masked, as is or escaped (requests quotes a refused header): never log a key."""
-        for key in self._keys:
-            for form in (key, repr(key)[1:-1]):
-                message = message.replace(form, "<signing key>")
-        return message
+        raise ApiFailure(f"the list goes on past {MAX_PAGES} pages; not read in part", kind="too many pages")
 
 
-def _refusal(response: requests.Response) -> _PollFailed:
-    """The failure of an answer that is not 2xx, with the server's `error` when it gives one.
+def _not_offered(failure: ApiFailure) -> bool:
+    """Whether the answer itself shows that the server has no list to read.
 
     The open-source server (`inngest start`, `inngest dev`) has no store for the list: v1.43
     answers HTTP 500 with no body (its handler's panic, recovered); a server whose store
     fails answers NOT_OFFERED_ERROR. Either, or a 501, shows that the list is not offered.
     """
-    status = response.status_code
-    empty = not response.content.strip()
-    error = _error_field(response)
-    if error is not None:
-        detail = f" ({error[:200]!r})"
-    else:
-        detail = " with no body" if empty else ""
-    not_offered = status == 501 or (status == 500 and (empty or error == NOT_OFFERED_ERROR))
-    return _PollFailed(f"answered HTTP {status}{detail}", kind=f"HTTP {status}", status=status, not_offered=not_offered)
-
-
-def _error_field(response: requests.Response) -> str | None:
-    """The `error` of an answer in the server's error shape (`{"error": ..., "status": ...}`), if it is one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, str) and error else None
+    return failure.status == 501 or (failure.status == 500 and (failure.empty or failure.error == NOT_OFFERED_ERROR))
 
 
 def _next_cursor(body: Any) -> str | None:
