@@ -14,6 +14,9 @@ prometheus_client.disable_created_metrics()
 
 PREFIX = "inngest_cancellation_exporter"
 INGRESSES = ("events", "inngest")
+RUN_LOOKUP_OUTCOMES = ("found", "not_found", "incomplete", "rate_limited", "error")
+"""A run lookup's outcomes: its start is known; the run is not found (404); its record does not show its end yet;
+Inngest answered 429; anything else (no answer, another status, an answer of no known shape)."""
 EVENT_OUTCOMES = ("accepted", "duplicate", "ignored", "signal", "invalid", "unauthorized", "too_large", "unavailable")
 
 
@@ -64,6 +67,13 @@ class HealthMetrics:
             "When the bulk cancellation list was last read successfully (0: never, since start).",
             registry=registry,
         )
+        self.run_lookups = Counter(
+            f"{PREFIX}_run_lookups",
+            "Lookups of when a cancelled run started (GET /v2/runs/{id}), by outcome "
+            "(found, not_found, incomplete, rate_limited, error).",
+            ["outcome"],
+            registry=registry,
+        )
         self._registry = registry
         self._start_at_zero()
 
@@ -80,6 +90,8 @@ class HealthMetrics:
             self.spans.labels(outcome)
         for outcome in ("ok", "error"):
             self.bulk_polls.labels(outcome)
+        for outcome in RUN_LOOKUP_OUTCOMES:
+            self.run_lookups.labels(outcome)
 
     def count_received(self, ingress: str, outcome: str, count: int = 1) -> None:
         """Count events by ingress and outcome; the series are looked up once, not on every request."""

@@ -56,7 +56,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("datadog_give_up_after", "EXPORTER_DATADOG_GIVE_UP_AFTER", "How long a Datadog event is retried before it is given up (e.g. 24h)."),
     SettingSpec("datadog_timeout", "EXPORTER_DATADOG_TIMEOUT", "Timeout of one Datadog request (e.g. 10s); a timed-out event is retried."),
     SettingSpec("datadog_max_backoff", "EXPORTER_DATADOG_MAX_BACKOFF", "Longest wait between Datadog retries while it fails (e.g. 5m)."),
-    SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals, singleton triggers and bulk windows (e.g. 2m)."),
+    SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals, singleton triggers, bulk windows and its run lookup (e.g. 2m)."),
+    SettingSpec(
+        "run_lookups", "EXPORTER_RUN_LOOKUPS",
+        "Look up (GET /v2/runs/{id}) when a run whose age may be a timeout's started executing; off: such runs are unknown.",
+    ),
+    SettingSpec("run_lookup_rate", "EXPORTER_RUN_LOOKUP_RATE", "Most run lookup requests per second to Inngest's REST API."),
+    SettingSpec("run_lookup_concurrency", "EXPORTER_RUN_LOOKUP_CONCURRENCY", "Most run lookups in flight at once."),
+    SettingSpec("run_lookup_timeout", "EXPORTER_RUN_LOOKUP_TIMEOUT", "Timeout of one run lookup request (e.g. 10s); a timed-out lookup is retried."),
     SettingSpec("threads", "EXPORTER_THREADS", "Request threads of the one HTTP worker process (each forwards its requests to the core process).", "--threads"),
     SettingSpec("log_level", "EXPORTER_LOG_LEVEL", "Log level: debug, info, warning, error.", "--log-level"),
 )
@@ -108,6 +115,10 @@ class Settings(BaseModel):
     datadog_timeout: float = 10.0
     datadog_max_backoff: float = 300.0
     attribution_grace: float = 120.0
+    run_lookups: bool = True
+    run_lookup_rate: float = Field(default=10.0, gt=0)
+    run_lookup_concurrency: int = Field(default=4, ge=1, le=64)
+    run_lookup_timeout: float = Field(default=10.0, gt=0)
     threads: int = Field(default=8, ge=1, le=256)
     log_level: str = "info"
 
@@ -130,7 +141,7 @@ class Settings(BaseModel):
 
     @field_validator(
         "dedupe_max_age", "datadog_give_up_after", "datadog_timeout", "datadog_max_backoff", "attribution_grace",
-        mode="before",
+        "run_lookup_timeout", mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> float:

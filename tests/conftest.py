@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 
 from exporter.config import Config, parse_config
 from exporter.settings import load_settings
+from exporter.state import StateDB
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
 from tests.support.processes import worker_and_core
 from tests.support.waiting import eventually
@@ -65,6 +66,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateDB]:
+    """The state database in the test's own directory, closed after it."""
+    db = StateDB(tmp_path)
+    yield db
+    db.close()
 
 
 @pytest.fixture

@@ -64,13 +64,6 @@ def from_server(ident: str = BULK_ID, function_slug: str = SLUG, **changes: Any)
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path)
-    yield db
-    db.close()
-
-
-@pytest.fixture
 def store(state: StateDB) -> BulkWindowStore:
     return BulkWindowStore(state, retention_seconds=RETENTION_S)
 

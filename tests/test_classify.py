@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import ulid
@@ -32,13 +31,6 @@ CONFIG = {
         "app-plain": {"cancel_on": [{"event": "plain/stop"}]},
     }
 }
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path)
-    yield db
-    db.close()
 
 
 def cancellation(function_id: str, age_s: float, import_id: str = "i-1") -> Cancellation:
