@@ -630,8 +630,10 @@ def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventT
     with api:
         now_ms = int(time.time() * 1000)
         api.cancellations = sources.bulk_windows(functions, now_ms)
+        runs, api.runs = sources.runs(template, functions, now_ms)
         env = _server_env(
-            standins, standins.urls.datadog, INNGEST_API_BASE_URL=api.url, EXPORTER_ATTRIBUTION_GRACE=sources.GRACE
+            standins, standins.urls.datadog, INNGEST_API_BASE_URL=api.url, EXPORTER_ATTRIBUTION_GRACE=sources.GRACE,
+            EXPORTER_RUN_LOOKUP_RATE="5000", EXPORTER_RUN_LOOKUP_CONCURRENCY="16",
         )
         with serving(root, "metrics", env, sources.config(functions)) as proc:
             eventually(lambda: (proc.metric("inngest_cancellation_exporter_bulk_last_success_timestamp_seconds") or 0) * 1000 >= now_ms, 30)
@@ -639,7 +641,7 @@ def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventT
             session.headers.update({"Authorization": BEARER_HEADER})
             for chunk in _chunks([json.dumps(signal) for signal in sources.signals(functions, now_ms)], plan.batch):
                 _post_batch(session, proc, chunk)
-            for chunk in _chunks(sources.runs(template, functions, now_ms), plan.batch):
+            for chunk in _chunks(runs, plan.batch):
                 _post_batch(session, proc, chunk)
             expected = functions * len(sources.RUNS)
             try:

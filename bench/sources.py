@@ -8,10 +8,13 @@ each out under the rules of exporter/attribution/classify.py, given the config b
 | run     | scheduled | cancelled | evidence                                             |
 | ---     | ---       | ---       | ---                                                  |
 | event   | T-20m     | T-5m      | the function's signal at T-10m                       |
-| unknown | T-2h      | T-1m      | that signal *and* an age past the timeout: two sources |
-| timeout | T-5h      | T-3h      | age 2 h, no signal in its window                     |
+| unknown | T-2h      | T-1m      | that signal *and* a run as long as the timeout: two sources |
+| timeout | T-5h      | T-3h      | started when scheduled, so it ran 2 h; no signal in its window |
 | bulk    | T-30h     | T-29.5h   | a bulk window [T-31h, T-29.7h] created at T-29.6h    |
 | manual  | T-3m      | T-2m      | none, and the bulk list read since                   |
+
+The two runs past the timeout are looked up (`GET /v2/runs/{id}`): the stand-in API
+says each started when it was scheduled.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import ulid
 
 from bench.workload import FUNCTION_FORMAT, LABELS, EventTemplate
 from exporter.records import Source
+from tests.support.fake_inngest_api import RunRecord
 
 SIGNAL_FORMAT = "bench/cancel-%04d"
 MINUTE = 60_000
@@ -40,8 +44,11 @@ BULK_WINDOW = (31 * HOUR, 29 * HOUR + 42 * MINUTE)
 """started_after and started_before, before T."""
 BULK_CREATED_BEFORE = 29 * HOUR + 36 * MINUTE
 POLL_INTERVAL = "1s"
-GRACE = "2s"
-"""EXPORTER_ATTRIBUTION_GRACE: held runs (timeout, bulk, manual) are emitted this long after they arrive."""
+GRACE = "10s"
+"""EXPORTER_ATTRIBUTION_GRACE: held runs (timeout, bulk, manual) are emitted this long after they arrive; the runs
+looked up (two a function) are all answered within it."""
+LOOKED_UP = (Source.UNKNOWN, Source.TIMEOUT)
+"""The runs whose age is past the finish timeout: the exporter asks when they started."""
 
 
 def config(functions: int) -> dict[str, Any]:
@@ -72,15 +79,19 @@ def signals(functions: int, now_ms: int) -> list[dict[str, Any]]:
     return [{"name": SIGNAL_FORMAT % i, "ts": now_ms - SIGNAL_BEFORE, "data": {}} for i in range(functions)]
 
 
-def runs(template: EventTemplate, functions: int, now_ms: int) -> list[str]:
-    """Five cancellations per function, one per source, as JSON texts."""
+def runs(template: EventTemplate, functions: int, now_ms: int) -> tuple[list[str], dict[str, RunRecord]]:
+    """Five cancellations per function, one per source, as JSON texts; and what the REST API says of the runs
+    looked up (by run id)."""
     events = []
+    looked_up = {}
     for i in range(functions):
-        for scheduled_before, cancelled_before in RUNS.values():
+        for source, (scheduled_before, cancelled_before) in RUNS.items():
             scheduled = now_ms - scheduled_before
             run_id = str(ulid.ULID.from_timestamp(scheduled / 1000))
             events.append(template.render(run_id, FUNCTION_FORMAT % i, now_ms - cancelled_before, scheduled))
-    return events
+            if source in LOOKED_UP:
+                looked_up[run_id] = RunRecord(scheduled, scheduled, now_ms - cancelled_before)
+    return events, looked_up
 
 
 def _rfc3339(epoch_ms: int) -> str:

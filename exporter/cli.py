@@ -24,6 +24,8 @@ from exporter.state import StateDB, StateUnavailable
 EXAMPLE_CONFIG = resources.files("exporter") / "examples" / "config.yaml"
 """`simulate`'s default config: package data, so the command finds it from any directory after `pip install .`
 (examples/config.yaml at the repository root, which `make run` serves, links to it)."""
+LOOKUPS_AWAITED_SECONDS = 60.0
+"""How long `simulate` waits, after its last event, for the exporter to look up the runs it timed out."""
 
 
 def _fail(problems: list[str]) -> NoReturn:
@@ -125,18 +127,20 @@ def check_config(file: Path) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed, for a repeatable run.")
 @click.option(
     "--api-port", type=click.IntRange(0, 65535), default=9470, show_default=True,
-    help="Port of the stand-in Inngest REST API serving the simulated bulk cancellations "
-    "(run the exporter with INNGEST_API_BASE_URL=http://127.0.0.1:<port>); 0 turns it off.",
+    help="Port of the stand-in Inngest REST API serving the simulated bulk cancellations and when timed-out runs "
+    "started (run the exporter with INNGEST_API_BASE_URL=http://127.0.0.1:<port>); 0 turns it off, and no run "
+    "is planned to time out.",
 )
 def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: int | None, api_port: int) -> None:
     """Send realistic, correctly signed cancellation traffic to a running exporter.
 
     Signs with INNGEST_SIGNING_KEY when set, else sends EXPORTER_INGEST_TOKEN as a bearer
-    token, else sends unsigned (for an exporter in INNGEST_DEV mode). When the config polls
-    bulk cancellations, the stand-in API keeps serving for two poll intervals after the last
-    event, so the exporter sees every window before it settles the held runs.
+    token, else sends unsigned (for an exporter in INNGEST_DEV mode). After the last event the
+    stand-in API keeps serving until the exporter has looked up every timed-out run (a minute
+    at most) and, when the config polls bulk cancellations, for two poll intervals, so the
+    exporter sees every window before it settles the held runs.
     """
-    from exporter.simulate import BulkApi, Simulator
+    from exporter.simulate import StandInApi, Simulator
 
     try:
         if config_path is None:
@@ -147,7 +151,7 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
     except ConfigError as err:
         _fail(err.problems)
     try:
-        bulk_api = BulkApi(api_port) if api_port else None
+        api = StandInApi(api_port) if api_port else None
     except OSError as err:
         _fail([f"simulate: cannot serve the stand-in Inngest API on port {api_port}: {err.strerror}"])
     simulator = Simulator(
@@ -156,15 +160,19 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
         signing_key=os.environ.get("INNGEST_SIGNING_KEY") or None,
         token=os.environ.get("EXPORTER_INGEST_TOKEN") or None,
         seed=seed,
-        bulk_api=bulk_api,
+        api=api,
     )
     try:
         totals = simulator.run(count=count, rate=rate)
-        if bulk_api is not None and config.bulk_cancellations is not None and config.bulk_cancellations.polled:
-            time.sleep(2 * config.bulk_cancellations.poll_interval + 1)
+        if api is not None:
+            asked_by = time.monotonic() + LOOKUPS_AWAITED_SECONDS
+            while not api.all_asked() and time.monotonic() < asked_by:
+                time.sleep(0.1)
+            if config.bulk_cancellations is not None and config.bulk_cancellations.polled:
+                time.sleep(2 * config.bulk_cancellations.poll_interval + 1)
     except Exception as err:  # connection refused, 4xx: say what happened, no traceback
         _fail([f"simulate: {err}"])
     finally:
-        if bulk_api is not None:
-            bulk_api.close()
+        if api is not None:
+            api.close()
     click.echo("sent " + ", ".join(f"{source}: {n}" for source, n in sorted(totals.items())))

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from exporter import clock, exposition
 from exporter.attribution.bulk import BulkPoller, BulkWindowStore
 from exporter.attribution.classify import EvidenceClassifier
+from exporter.attribution.run_lookups import RunLookups, RunLookupStore
 from exporter.config import Config
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
@@ -63,6 +64,9 @@ class Exporter:
         self.bulk_poller: BulkPoller | None = None
         if bulk is not None and bulk.polled:
             self.bulk_windows = BulkWindowStore(self.state, retention_seconds=bulk.retention)
+        grace_ms = int(settings.attribution_grace * 1000)
+        self.run_lookups = RunLookupStore(self.state, grace_ms=grace_ms) if settings.run_lookups else None
+        self.run_lookup_worker: RunLookups | None = None
 
         live: list[LiveSink] = [
             PrometheusSink(
@@ -95,11 +99,12 @@ class Exporter:
                 self.signals,
                 self.bulk_windows,
                 lambda function_id: self.health.expression_errors.labels(function_id).inc(),
+                lookups=self.run_lookups,
             ),
             durable_sinks=durable,
             live_sinks=live,
             health=self.health,
-            grace_ms=int(settings.attribution_grace * 1000),
+            grace_ms=grace_ms,
             signal_listeners=config.signal_listeners,
         )
         if bulk is not None and self.bulk_windows is not None:
@@ -109,6 +114,10 @@ class Exporter:
                 interval=bulk.poll_interval,
                 health=self.health,
                 on_settled=self.pipeline.release_settled,
+            )
+        if self.run_lookups is not None:
+            self.run_lookup_worker = RunLookups(
+                self.run_lookups, settings, health=self.health, on_settled=self.pipeline.release_runs
             )
         self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
         self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)
@@ -147,6 +156,8 @@ class Exporter:
         self.signals.prune(now_ms)
         if self.bulk_windows is not None:
             self.bulk_windows.prune(now_ms)
+        if self.run_lookups is not None:
+            self.run_lookups.prune(now_ms)
 
     def start(self) -> None:
         """Start background work; call once per process (after a server's fork, never before)."""
@@ -154,6 +165,8 @@ class Exporter:
         self._releaser.start()
         if self.bulk_poller is not None:
             self.bulk_poller.start()
+        if self.run_lookup_worker is not None:
+            self.run_lookup_worker.start()
         if self.datadog is not None:
             self.datadog.start()
         self.started = True
@@ -166,6 +179,8 @@ class Exporter:
         self._releaser.stop(share)
         if self.bulk_poller is not None:
             self.bulk_poller.stop(share)
+        if self.run_lookup_worker is not None:
+            self.run_lookup_worker.stop(share)
         if self.datadog is not None:
             self.datadog.stop(share)
         if self.otel is not None:

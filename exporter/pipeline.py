@@ -181,13 +181,7 @@ class Pipeline:
         function_ids = {function_id for name in names for function_id in self._signal_listeners.get(name, ())}
         if not function_ids:
             return []
-        released = []
-        for held in self._pending.of_functions(tx, function_ids, RELEASE_BATCH):
-            source = self._classifier.classify(tx, held, final=False)
-            if source is not None:
-                released.append(Classified(held, source))
-                self._pending.release(tx, held.run_id)
-        return released
+        return self._decide_held(tx, self._pending.of_functions(tx, function_ids, RELEASE_BATCH))
 
     def release_due(self) -> int:
         """Emit the held cancellations whose grace period has ended, with their final source; how many."""
@@ -212,17 +206,38 @@ class Pipeline:
         while True:
             with self._state.transaction() as tx:
                 page = self._pending.after(tx, key, RELEASE_BATCH)
-                released = []
-                for key, held in page:
-                    source = self._classifier.classify(tx, held, final=False)
-                    if source is not None:
-                        released.append(Classified(held, source))
-                        self._pending.release(tx, held.run_id)
+                released = self._decide_held(tx, [held for _, held in page])
+                key = page[-1][0] if page else key
                 self._stage(tx, released)
             self._emit(released)
             released_total += len(released)
             if len(page) < RELEASE_BATCH:
                 return released_total
+
+    def release_runs(self, run_ids: Sequence[str]) -> int:
+        """Emit those of the held `run_ids` that no longer wait for anything (say, their lookup was answered); how many.
+
+        Called by the run lookups after each round, with the runs it decided: only they are weighed again.
+        """
+        released_total = 0
+        for start in range(0, len(run_ids), RELEASE_BATCH):
+            with self._state.transaction() as tx:
+                released = self._decide_held(tx, self._pending.held(tx, run_ids[start : start + RELEASE_BATCH]))
+                self._stage(tx, released)
+            self._emit(released)
+            released_total += len(released)
+        return released_total
+
+    def _decide_held(self, tx: sqlite3.Connection, held: Sequence[Cancellation]) -> list[Classified]:
+        """Those of the `held` runs whose source is decided now, released from the pending store in `tx` (for the
+        caller to stage)."""
+        released = []
+        for cancellation in held:
+            source = self._classifier.classify(tx, cancellation, final=False)
+            if source is not None:
+                released.append(Classified(cancellation, source))
+                self._pending.release(tx, cancellation.run_id)
+        return released
 
     def _final_source(self, tx: sqlite3.Connection, cancellation: Cancellation) -> Source:
         source = self._classifier.classify(tx, cancellation, final=True)

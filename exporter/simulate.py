@@ -3,10 +3,12 @@
 For each function of the config it plays the cancellations its evidence can
 explain: cancel signals that satisfy a `cancel_on` rule (sent first, as Inngest
 would see them), newer triggers of a singleton in `cancel` mode with the running
-run's key, runs that hit their start or finish timeout, bulk cancellations
-(published on a small stand-in for Inngest's REST API, which the exporter polls
-when `INNGEST_API_BASE_URL` points at it), runs cancelled by hand (`manual`, by
-elimination), and runs of a function the config does not describe (`unknown`).
+run's key, runs that hit their start or finish timeout, bulk cancellations, runs
+cancelled by hand (`manual`, by elimination), and runs of a function the config
+does not describe (`unknown`). Bulk cancellations, and when each timed-out run
+started, are told by a small stand-in for Inngest's REST API, which the exporter
+asks when `INNGEST_API_BASE_URL` points at it; without it no run is planned to
+time out (the exporter could not tell).
 """
 
 from __future__ import annotations
@@ -31,8 +33,19 @@ from exporter.records import Source
 
 _EQUALITY = re.compile(r"^\s*async\.data\.(\w+)\s*==\s*event\.data\.(\w+)\s*$")
 _TRIGGER_FIELD = re.compile(r"^\s*event\.data\.(\w+)\s*$")
+_RUN_PATH = re.compile(r"/v2/runs/(?P<run_id>[0-9A-Z]{26})(?P<trace>/trace)?")
 UNDESCRIBED_FUNCTION = "legacy-app-nightly-cleanup"
 """A function the config does not describe: nothing can explain its cancellations."""
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """A run that timed out, as the stand-in API tells it (epoch seconds)."""
+
+    run_id: str
+    scheduled: float
+    started: float | None
+    """None: it never started."""
 
 
 @dataclass
@@ -42,6 +55,7 @@ class Plan:
     source: Source
     events: list[dict[str, Any]]
     windows: list[dict[str, Any]] = field(default_factory=list)
+    timed_out: TimedOut | None = None
 
 
 def _signal_fields(rule: CancelOn) -> tuple[str, str] | None:
@@ -68,21 +82,24 @@ def _iso(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s)) + f".{int(epoch_s * 1000) % 1000:03d}Z"
 
 
-class BulkApi:
-    """A stand-in for `GET /v1/cancellations`, serving the bulk windows the simulation created."""
+class StandInApi:
+    """A stand-in for Inngest's REST API: `GET /v1/cancellations` serves the bulk windows the simulation created,
+    `GET /v2/runs/{id}` (and its `/trace`) when each of its timed-out runs started."""
 
     def __init__(self, port: int) -> None:
         self.windows: list[dict[str, Any]] = []
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._unasked: set[str] = set()
         lock = threading.Lock()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/v1/cancellations":
+                with lock:
+                    body = api._answer(self.path.split("?")[0])
+                if body is None:
                     self.send_error(404)
                     return
-                with lock:
-                    body = json.dumps({"data": api.windows}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -98,9 +115,37 @@ class BulkApi:
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         threading.Thread(target=self._httpd.serve_forever, name="simulated-inngest-api", daemon=True).start()
 
+    def _answer(self, path: str) -> bytes | None:
+        """The JSON answer to `GET path`; None for a path or a run it does not know. With the lock held."""
+        if path == "/v1/cancellations":
+            return json.dumps({"data": self.windows}).encode()
+        match = _RUN_PATH.fullmatch(path)
+        run = None if match is None else self._runs.get(match["run_id"])
+        if match is None or run is None:
+            return None
+        self._unasked.discard(match["run_id"])
+        if match["trace"]:
+            root = {field: value for field, value in run.items() if field in ("queuedAt", "startedAt", "endedAt", "status")}
+            return json.dumps({"data": {"rootSpan": root, "runId": match["run_id"]}}).encode()
+        return json.dumps({"data": run}).encode()
+
     def publish(self, windows: list[dict[str, Any]]) -> None:
         with self._lock:
             self.windows.extend(windows)
+
+    def tell_run(self, run: TimedOut, *, ended: float) -> None:
+        """Answer for a run cancelled at `ended` (epoch seconds) from now on."""
+        answer = {"id": run.run_id, "status": "CANCELLED", "queuedAt": _iso(run.scheduled), "endedAt": _iso(ended)}
+        if run.started is not None:
+            answer["startedAt"] = _iso(run.started)
+        with self._lock:
+            self._runs[run.run_id] = answer
+            self._unasked.add(run.run_id)
+
+    def all_asked(self) -> bool:
+        """Whether the exporter has asked about every run told so far."""
+        with self._lock:
+            return not self._unasked
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -118,7 +163,7 @@ class Simulator:
         signing_key: str | None,
         token: str | None,
         seed: int | None,
-        bulk_api: BulkApi | None = None,
+        api: StandInApi | None = None,
     ) -> None:
         if not config.functions:
             raise ValueError("the config declares no functions to simulate")
@@ -128,8 +173,9 @@ class Simulator:
         self._token = token
         self._random = random.Random(seed)
         self._session = requests.Session()
+        self._api = api
         polled = config.bulk_cancellations is not None and config.bulk_cancellations.polled
-        self._bulk_api = bulk_api if polled else None
+        self._bulk = polled and api is not None
 
     def _cancellation(self, function_id: str, age: float, trigger_data: dict[str, Any], now: float) -> dict[str, Any]:
         scheduled = now - age
@@ -179,21 +225,22 @@ class Simulator:
         fn = self._config.functions[function_id]
         usable_rules = [rule for rule in fn.cancel_on if _signal_fields(rule) is not None]
         singleton = _singleton_fields(fn)
-        choices = [Source.MANUAL if self._bulk_api else Source.UNKNOWN]
-        if fn.timeouts.finish or fn.timeouts.start:
+        choices = [Source.MANUAL if self._bulk else Source.UNKNOWN]
+        if (fn.timeouts.finish or fn.timeouts.start) and self._api is not None:
             choices += [Source.TIMEOUT] * 2
         if usable_rules:
             choices += [Source.EVENT] * 3
         if singleton is not None:
             choices += [Source.SINGLETON] * 3
-        if self._bulk_api:
+        if self._bulk:
             choices += [Source.BULK] * 2
         source = self._random.choice(choices)
         if source is Source.TIMEOUT:
-            age = fn.timeouts.finish or fn.timeouts.start
-            assert age is not None
-            data = self._trigger_data(fn, ref)
-            return Plan(source, [self._cancellation(function_id, age + self._random.uniform(0, 0.5), data, now)])
+            # a finish timeout, counted from a start a moment after scheduling; else the start timeout of a run that never started
+            age = (fn.timeouts.finish or fn.timeouts.start or 0.0) + self._random.uniform(0, 0.5)
+            cancellation = self._cancellation(function_id, age, self._trigger_data(fn, ref), now)
+            run = TimedOut(cancellation["data"]["run_id"], now - age, now - age + 0.05 if fn.timeouts.finish else None)
+            return Plan(source, [cancellation], timed_out=run)
         age = self._quiet_age(fn)
         if source is Source.EVENT:
             rule = self._random.choice(usable_rules)
@@ -248,9 +295,13 @@ class Simulator:
         interval = 1.0 / rate
         next_at = time.monotonic()
         for _ in range(count):
-            plan = self.plan(time.time())
-            if plan.windows and self._bulk_api is not None:
-                self._bulk_api.publish(plan.windows)
+            now = time.time()
+            plan = self.plan(now)
+            if self._api is not None:
+                if plan.windows:
+                    self._api.publish(plan.windows)
+                if plan.timed_out is not None:
+                    self._api.tell_run(plan.timed_out, ended=now)
             for event in plan.events:
                 self.send(event)
             totals[plan.source.value] += 1

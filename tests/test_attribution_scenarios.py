@@ -23,6 +23,7 @@ from tests.support.scenarios import (
     CONTRARY_AFTER_DECISION,
     DIGEST,
     EVIDENCE_UNSEEN,
+    EXPORT,
     HOUR,
     IMPORT,
     LEGACY,
@@ -112,6 +113,11 @@ def cancelled(b: ScenarioBuilder, profile: Profile, cause: Source, age_ms: int, 
 def signal_before(b: ScenarioBuilder, run: Run, **options: Any) -> None:
     """A cancel signal sent a second before `run`'s cancellation and delivered with it (matching, unless told)."""
     b.signal(run, run.cancelled_ms - SECOND, delivered_ms=run.cancelled_ms, **options)
+
+
+def lookups_fail_through_grace(b: ScenarioBuilder, run: Run) -> None:
+    """Every run lookup fails from a minute before `run`'s cancellation until a minute after its grace period."""
+    b.lookup_outage(run.cancelled_ms - MINUTE, run.decided_by_ms + MINUTE)
 
 
 def window_over(b: ScenarioBuilder, run: Run, *, after: int = -MINUTE, before: int = MINUTE, **options: Any) -> None:
@@ -384,12 +390,71 @@ def _(b: ScenarioBuilder) -> None:
 
 @named("timeout: start timeout 5.000 s late is within tolerance", Source.TIMEOUT)
 def _(b: ScenarioBuilder) -> None:
-    cancelled(b, DIGEST, Source.TIMEOUT, MINUTE + 5 * SECOND)
+    cancelled(b, DIGEST, Source.TIMEOUT, MINUTE + 5 * SECOND, started_after_ms=None)
 
 
 @named("timeout: start timeout 5.000 s early is within tolerance", Source.TIMEOUT)
 def _(b: ScenarioBuilder) -> None:
-    cancelled(b, IMPORT, Source.TIMEOUT, 30 * SECOND - 5 * SECOND)
+    cancelled(b, IMPORT, Source.TIMEOUT, 30 * SECOND - 5 * SECOND, started_after_ms=None)
+
+
+@named("timeout: a run that had started is not cancelled by its start timeout, whatever its age (manual)", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, IMPORT, Source.MANUAL, 31 * SECOND, started_after_ms=2 * SECOND)
+
+
+@named("timeout: a finish timeout counts from the run's start, after ten minutes in the queue", Source.TIMEOUT)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, EXPORT, Source.TIMEOUT, 20 * MINUTE + 3 * SECOND, started_after_ms=10 * MINUTE)
+
+
+@named("timeout: queued, then run for its finish timeout less its 1 s tolerance", Source.TIMEOUT)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, EXPORT, Source.TIMEOUT, MINUTE + 10 * MINUTE - SECOND, started_after_ms=MINUTE)
+
+
+@named("timeout: queued, then run for 1.001 s short of its finish timeout is not one (manual)", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, EXPORT, Source.MANUAL, MINUTE + 10 * MINUTE - SECOND - 1, started_after_ms=MINUTE)
+
+
+@named("manual: queued past its finish timeout by scheduling time, then cancelled by hand while running", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, EXPORT, Source.MANUAL, 12 * MINUTE, started_after_ms=5 * MINUTE)
+
+
+@named("manual: queued past its finish timeout by scheduling time and cancelled by hand before it started", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, EXPORT, Source.MANUAL, 12 * MINUTE, started_after_ms=None)
+
+
+@named("unknown: queued past its finish timeout, its lookup failing all through the grace period, is never timeout", Source.UNKNOWN)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, EXPORT, Source.MANUAL, 12 * MINUTE, started_after_ms=5 * MINUTE)
+    lookups_fail_through_grace(b, run)
+
+
+@named("unknown: a finish timeout with its lookup failing all through the grace period is not claimed", Source.UNKNOWN)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.TIMEOUT, 2 * HOUR + 3 * SECOND)
+    lookups_fail_through_grace(b, run)
+
+
+@named("timeout: the lookup fails at first, and a retry within the grace period answers", Source.TIMEOUT)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.TIMEOUT, 2 * HOUR + 3 * SECOND)
+    b.lookup_outage(run.cancelled_ms - MINUTE, run.delivered_ms + 5 * SECOND)
+
+
+@named("unknown: with run lookups off, a run past its finish timeout", Source.UNKNOWN, run_lookups=False)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, IMPORT, Source.TIMEOUT, 2 * HOUR + 3 * SECOND)
+
+
+@named("manual: an age that rules timeouts out needs no lookup, failing or not", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.MANUAL, 10 * MINUTE, started_after_ms=3 * SECOND)
+    lookups_fail_through_grace(b, run)
 
 
 @named("timeout: age 5.001 s past the start timeout is outside tolerance (manual)", Source.MANUAL)
@@ -470,18 +535,29 @@ def _(b: ScenarioBuilder) -> None:
 
 @named("ambiguous: start timeout and signal are unknown", Source.UNKNOWN)
 def _(b: ScenarioBuilder) -> None:
+    run = cancelled(b, IMPORT, Source.TIMEOUT, 31 * SECOND, started_after_ms=None)
+    signal_before(b, run)
+
+
+@named("event: a signal at the start timeout's age of a run that had started", Source.EVENT)
+def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.EVENT, 31 * SECOND)
     signal_before(b, run)
 
 
 @named("ambiguous: start timeout and bulk window, both seen on arrival, are unknown", Source.UNKNOWN)
 def _(b: ScenarioBuilder) -> None:
-    window_over(b, cancelled(b, DIGEST, Source.BULK, MINUTE + 2 * SECOND))
+    window_over(b, cancelled(b, DIGEST, Source.TIMEOUT, MINUTE + 2 * SECOND, started_after_ms=None))
+
+
+@named("bulk: a window at the start timeout's age of a run that had started", Source.BULK)
+def _(b: ScenarioBuilder) -> None:
+    window_over(b, cancelled(b, DIGEST, Source.BULK, MINUTE + 2 * SECOND, started_after_ms=SECOND))
 
 
 @named("start timeout on arrival, bulk window listed within the grace period", Source.UNKNOWN)
 def _(b: ScenarioBuilder) -> None:
-    run = cancelled(b, DIGEST, Source.BULK, MINUTE + 2 * SECOND)
+    run = cancelled(b, DIGEST, Source.TIMEOUT, MINUTE + 2 * SECOND, started_after_ms=None)
     window_over(b, run)
     b.outage(run.cancelled_ms - 2 * MINUTE, run.delivered_ms + 10 * SECOND)
 

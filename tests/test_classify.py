@@ -1,4 +1,5 @@
-"""First-version attribution: timeouts and cancel signals, and `unknown` whenever evidence is missing or split."""
+"""Attribution from timeouts (with the run's start, looked up), cancel signals and the bulk list; `unknown` whenever
+evidence is missing or split."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from exporter.attribution.bulk import (
     NO_LOWER_BOUND_MS, BacklogCancellation, BulkWindow, BulkWindowStore, Listed, RunCancellation,
 )
 from exporter.attribution.classify import EvidenceClassifier
+from exporter.attribution.run_lookups import LookupState, RunLookupStore
+from exporter.attribution.timeouts import RunStart
 from exporter.config import parse_config
 from exporter.parsing import parse_event
 from exporter.records import Cancellation, Signal, Source
@@ -51,12 +54,22 @@ def classify(
     bulk: list[Listed] | None = None,
     polled_at_s: float | None = None,
     list_available: bool = True,
+    looked_up: RunStart | None = None,
+    lookups: bool = True,
     final: bool = True,
     events: list[dict[str, Any]] = [],
 ) -> tuple[Source | None, list[str]]:
     """Classify `item` given signals (name, seconds after scheduling that Inngest received it, data), `events` as
-    they reach the exporter, and, when polling is on, the list's evidence."""
+    they reach the exporter, when polling is on the list's evidence, and when run lookups are on what its lookup found
+    (`looked_up`; None: no answer)."""
     errors: list[str] = []
+    store_of_lookups = RunLookupStore(state, grace_ms=120_000) if lookups else None
+    if looked_up is not None:
+        assert store_of_lookups is not None
+        with state.transaction() as tx:
+            tx.execute("DELETE FROM run_lookups")  # an earlier call's answer about the same run id
+            store_of_lookups.request(tx, item)
+        store_of_lookups.found(item.run_id, looked_up)
     store = SignalStore(state, max_entries=1000, max_age_seconds=86400 * 30)
     windows = None
     if bulk is not None:
@@ -65,7 +78,7 @@ def classify(
             windows.record(bulk, SCHEDULED + int(polled_at_s * 1000))
         windows.set_list_available(list_available)
     parsed = parse_config(config, "test")
-    classifier = EvidenceClassifier(parsed, store, windows, errors.append)
+    classifier = EvidenceClassifier(parsed, store, windows, errors.append, lookups=store_of_lookups)
     with state.transaction() as tx:
         for name, offset_s, data in signals:
             store.record(tx, Signal(name, SCHEDULED + int(offset_s * 1000), {"name": name, "data": data}))
@@ -74,6 +87,11 @@ def classify(
             assert isinstance(signal, Signal)
             store.record(tx, signal)
         return classifier.classify(tx, item, final=final), errors
+
+
+def started(at_s: float | None) -> RunStart:
+    """A lookup's answer: the run started `at_s` seconds after it was scheduled (None: it never started)."""
+    return RunStart(None if at_s is None else SCHEDULED + int(at_s * 1000))
 
 
 def window(function_id: str = "app-import", after_s: float = -10, before_s: float = 10, expression: str | None = None, app_id: str | None = None) -> BulkWindow:
@@ -93,10 +111,42 @@ def test_unconfigured_function_is_unknown(state: StateDB) -> None:
     assert classify(state, cancellation("other-fn", 7200))[0] is Source.UNKNOWN
 
 
-def test_finish_and_start_timeouts(state: StateDB) -> None:
-    assert classify(state, cancellation("app-import", 7200.2))[0] is Source.TIMEOUT
-    assert classify(state, cancellation("app-import", 31))[0] is Source.TIMEOUT
-    assert classify(state, cancellation("app-import", 600))[0] is Source.UNKNOWN
+def test_a_finish_timeout_counts_from_when_the_run_started(state: StateDB) -> None:
+    polled = {"bulk": [], "polled_at_s": 8000}
+    assert classify(state, cancellation("app-import", 7200.2), looked_up=started(0), **polled)[0] is Source.TIMEOUT
+    assert classify(state, cancellation("app-import", 7200.2), looked_up=started(1.2), **polled)[0] is Source.TIMEOUT
+    # queued for a minute, then cancelled by hand: past `finish` by scheduling time, not by start time
+    assert classify(state, cancellation("app-import", 7200.2), looked_up=started(60), **polled)[0] is Source.MANUAL
+    # a run that never started cannot outrun its finish timeout
+    assert classify(state, cancellation("app-import", 7200.2), looked_up=started(None), **polled)[0] is Source.MANUAL
+
+
+def test_a_start_timeout_needs_a_run_that_never_started(state: StateDB) -> None:
+    polled = {"bulk": [], "polled_at_s": 8000}
+    assert classify(state, cancellation("app-import", 31), looked_up=started(None), **polled)[0] is Source.TIMEOUT
+    assert classify(state, cancellation("app-import", 25), looked_up=started(None), **polled)[0] is Source.TIMEOUT
+    assert classify(state, cancellation("app-import", 31), looked_up=started(2), **polled)[0] is Source.MANUAL
+
+
+@pytest.mark.parametrize("age_s", [7200.2, 31.0])
+def test_an_age_that_admits_a_timeout_is_held_for_the_lookup_and_unknown_without_its_answer(state: StateDB, age_s: float) -> None:
+    item = cancellation("app-plain", age_s)
+    config = {"functions": {"app-plain": {"timeouts": {"start": "30s", "finish": "2h"}}}, "bulk_cancellations": {}}
+    polled = {"bulk": [], "polled_at_s": 8000, "config": config}
+    assert classify(state, item, final=False, **polled)[0] is None
+    with state.reading() as conn:
+        lookup = RunLookupStore(state, grace_ms=120_000).lookup(conn, item.run_id)
+    assert lookup is not None and lookup.state is LookupState.WAITING  # requested, for the worker to ask
+    assert classify(state, item, **polled)[0] is Source.UNKNOWN  # final: the grace period ended without an answer
+    assert classify(state, item, lookups=False, final=False, **polled)[0] is Source.UNKNOWN  # lookups off
+
+
+def test_an_age_that_rules_timeouts_out_is_not_looked_up(state: StateDB) -> None:
+    item = cancellation("app-import", 600)
+    assert classify(state, item, bulk=[], polled_at_s=700, final=False)[0] is None  # a cancel signal may come
+    with state.reading() as conn:
+        assert RunLookupStore(state, grace_ms=120_000).lookup(conn, item.run_id) is None
+    assert classify(state, item, bulk=[], polled_at_s=700)[0] is Source.MANUAL
 
 
 def test_matching_signal_before_the_cancellation_means_event(state: StateDB) -> None:
@@ -161,7 +211,9 @@ def test_rule_without_expression_matches_any_signal_of_its_name(state: StateDB) 
 
 def test_evidence_for_two_sources_is_not_claimed(state: StateDB) -> None:
     signals = [("import/cancelled", 20, {"importId": "i-1"})]
-    assert classify(state, cancellation("app-import", 30), signals)[0] is Source.UNKNOWN
+    assert classify(state, cancellation("app-import", 30), signals, looked_up=started(None))[0] is Source.UNKNOWN
+    assert classify(state, cancellation("app-import", 30), signals)[0] is Source.UNKNOWN  # a timeout not ruled out
+    assert classify(state, cancellation("app-import", 30), signals, looked_up=started(1))[0] is Source.EVENT
 
 
 def test_failing_expression_is_no_match_and_reported(state: StateDB) -> None:
@@ -220,7 +272,8 @@ def test_manual_only_by_elimination_with_a_poll_since_the_cancellation(state: St
 
 
 def test_bulk_and_timeout_together_are_not_claimed(state: StateDB) -> None:
-    assert classify(state, cancellation("app-import", 7300), bulk=[window()], polled_at_s=8000)[0] is Source.UNKNOWN
+    assert classify(state, cancellation("app-import", 7300), bulk=[window()], polled_at_s=8000, looked_up=started(0))[0] is Source.UNKNOWN
+    assert classify(state, cancellation("app-import", 7300), bulk=[window()], polled_at_s=8000, looked_up=started(600))[0] is Source.BULK
 
 
 def test_a_window_open_at_the_start_covers_runs_scheduled_long_before(state: StateDB) -> None:
@@ -263,7 +316,9 @@ def test_a_listed_cancellation_of_another_run_or_made_after_the_cancellation_doe
 
 
 def test_a_listed_cancellation_and_a_timeout_are_not_claimed(state: StateDB) -> None:
-    assert classify(state, cancellation("app-import", 7200.2), bulk=[run_cancelled(7000)], polled_at_s=7300)[0] is Source.UNKNOWN
+    listed = {"bulk": [run_cancelled(7000)], "polled_at_s": 7300}
+    assert classify(state, cancellation("app-import", 7200.2), looked_up=started(0), **listed)[0] is Source.UNKNOWN
+    assert classify(state, cancellation("app-import", 7200.2), looked_up=started(600), **listed)[0] is Source.MANUAL
 
 
 def test_no_run_waits_for_a_list_found_unavailable_and_manual_is_not_concluded(state: StateDB) -> None:
@@ -291,7 +346,7 @@ def test_a_listed_backlog_cancellation_of_the_function_keeps_manual_from_being_c
 def test_a_server_declared_without_bulk_cancellation_concludes_manual_with_no_poll(state: StateDB) -> None:
     declared = {"functions": {"app-quiet": {"timeouts": {"finish": "2h"}}}, "bulk_cancellations": {"available": False}}
     assert classify(state, cancellation("app-quiet", 600), config=declared, final=False)[0] is Source.MANUAL  # nothing to wait for
-    assert classify(state, cancellation("app-quiet", 7200), config=declared)[0] is Source.TIMEOUT
+    assert classify(state, cancellation("app-quiet", 7200), config=declared, looked_up=started(0))[0] is Source.TIMEOUT
     assert classify(state, cancellation("other-fn", 600), config=declared)[0] is Source.UNKNOWN  # undeclared function
     assert classify(state, cancellation("app-quiet", 600), config={**declared, "bulk_cancellations": {}})[0] is Source.UNKNOWN
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -11,9 +12,12 @@ import pytest
 import ulid
 from prometheus_client import CollectorRegistry
 
+from exporter import pipeline
 from exporter.attribution.inngest_api import FAILURE_REMINDER_MS
 from exporter.attribution.run_lookups import FIRST_RETRY_MS, RETENTION_MS, LookupState, RunLookups, RunLookupStore
 from exporter.attribution.timeouts import RunStart
+from exporter.config import parse_config
+from exporter.core import Exporter
 from exporter.health import PREFIX, HealthMetrics
 from exporter.records import Cancellation
 from exporter.settings import load_settings
@@ -56,7 +60,7 @@ class Looking:
             self.store, load_settings(env), health=HealthMetrics(self.registry), on_settled=self._settle, now_ms=lambda: self.now_ms
         )
 
-    def _settle(self) -> None:
+    def _settle(self, run_ids: list[str]) -> None:
         self.settled += 1
 
     def request(self, *runs: Cancellation) -> None:
@@ -113,7 +117,7 @@ def test_only_requested_runs_are_looked_up_once_each(api: FakeInngestApi, state:
     looking.request()  # asked again (a held run classified again): still one lookup
     assert looking.store.wanted.is_set()
     assert looking.worker.run_once() == 1 and looking.worker.run_once() == 0
-    assert len(api.requests) == 2 and looking.store.waiting() == 0
+    assert len(api.requests) == 2 and looking.store.waiting(NOW_MS) == 0
 
 
 def test_the_fallback_key_is_tried_after_a_401(api: FakeInngestApi, state: StateDB) -> None:
@@ -239,3 +243,58 @@ def test_the_worker_wakes_when_a_lookup_is_requested_and_stops_while_a_request_h
     stopping = time.monotonic()
     looking.worker.stop(timeout=0.5)
     assert time.monotonic() - stopping < 1.5
+
+
+@pytest.mark.parametrize(
+    "record, source",
+    [
+        (RunRecord(SCHEDULED_MS, SCHEDULED_MS + 20, NOW_MS), "timeout"),  # it ran for its whole finish timeout
+        (RunRecord(SCHEDULED_MS, SCHEDULED_MS + 400_000, NOW_MS), "unknown"),  # queued 400 s, cancelled by hand 200 s later
+        (None, "unknown"),  # no answer: a timeout is not ruled out, nor proven
+    ],
+)
+def test_through_the_exporter_the_lookup_happens_after_the_ingest_and_decides(
+    api: FakeInngestApi, tmp_path: Path, record: RunRecord | None, source: str
+) -> None:
+    if record is not None:
+        api.runs[RUN_ID] = record
+    settings = load_settings({
+        "EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_API_BASE_URL": api.url, "INNGEST_SIGNING_KEY": SIGNING_KEY,
+        "EXPORTER_ATTRIBUTION_GRACE": "1s",
+    })
+    exporter = Exporter(settings, parse_config({"functions": {"app-fn": {"timeouts": {"finish": "5m"}}}}, "test"), environ={})
+    assert exporter.run_lookup_worker is not None
+    # cancelled ten minutes after it was scheduled: past `finish` by scheduling time
+    event = {"name": "inngest/function.cancelled", "id": RUN_ID, "ts": SCHEDULED_MS + 600_000, "data": {"run_id": RUN_ID, "function_id": "app-fn"}}
+
+    def counted(given: str) -> float | None:
+        return exporter.registry.get_sample_value("inngest_function_cancellations_total", {"function_id": "app-fn", "source": given})
+
+    try:
+        assert json.loads(exporter.ingest_body(json.dumps(event).encode(), "events"))["pending"] == 1
+        assert api.requests == []  # nothing asked while the ingest transaction held the state
+        exporter.run_lookup_worker.run_once()
+        if record is None:
+            time.sleep(1.1)  # past the grace period: released by the exporter's releaser
+            exporter.pipeline.release_due()
+        assert counted(source) == 1 and exporter.pending.size() == 0
+    finally:
+        exporter.stop()
+
+
+def test_the_pipeline_releases_all_settled_runs_page_by_page_or_only_those_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RELEASE_BATCH", 3)
+    settings = load_settings({"EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_API_BASE_URL": "http://127.0.0.1:9"})
+    exporter = Exporter(settings, parse_config({"functions": {"app-fn": {}}, "bulk_cancellations": {}}, "test"), environ={})
+    runs = [str(ulid.ULID.from_timestamp((SCHEDULED_MS + n) / 1000)) for n in range(7)]
+    events = [{"name": "inngest/function.cancelled", "id": run, "ts": NOW_MS, "data": {"run_id": run, "function_id": "app-fn"}} for run in runs]
+    try:
+        assert json.loads(exporter.ingest_body(json.dumps(events).encode(), "events"))["pending"] == 7  # waiting for a poll
+        assert exporter.bulk_windows is not None
+        exporter.bulk_windows.record([], NOW_MS + 1)  # read since the cancellations: none waits any more
+        assert exporter.pipeline.release_runs(runs[:2]) == 2 and exporter.pending.size() == 5
+        assert exporter.pipeline.release_settled() == 5 and exporter.pending.size() == 0
+    finally:
+        exporter.stop()

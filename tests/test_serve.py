@@ -109,7 +109,8 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
     config.write_text((REPO / "examples" / "config.yaml").read_text().replace("poll_interval: 10s", "poll_interval: 1s"))
     api_port = free_port()
     proc = serve(
-        "--config", str(config), INNGEST_API_BASE_URL=f"http://127.0.0.1:{api_port}", EXPORTER_ATTRIBUTION_GRACE="3s"
+        "--config", str(config), INNGEST_API_BASE_URL=f"http://127.0.0.1:{api_port}", EXPORTER_ATTRIBUTION_GRACE="3s",
+        EXPORTER_RUN_LOOKUP_RATE="200",  # the timed-out runs are looked up within the short grace period
     )
     result = run_cli(
         "simulate", "--url", proc.url, "--rate", "200", "--count", "150", "--seed", "7", "--config", str(config),

@@ -1,9 +1,10 @@
 """Cancellation source attribution: which evidence explains a cancelled run?
 
 Inngest does not say why a run was cancelled. Each source has its evidence:
-- `timeout`: the run's age reaches its configured finish timeout (less
-  FINISH_TIMEOUT_TOLERANCE), or matches its start timeout within
-  START_TIMEOUT_TOLERANCE;
+- `timeout`: the run never started and its age matches its start timeout, or it
+  ran (since it started) as long as its finish timeout
+  (exporter.attribution.timeouts); when it started is looked up
+  (exporter.attribution.run_lookups) for the runs whose age admits a timeout;
 - `event`: a configured `cancel_on` signal was received after the run was scheduled
   and by its cancellation, inside the rule's `timeout` from the scheduling, it is
   not the run's own trigger, and its `if` expression holds: what Inngest's server
@@ -27,7 +28,9 @@ arrive (signals, triggers and bulk windows are delivered asynchronously): a
 cancel signal, for a function with `cancel_on` rules not yet explained by one; a
 newer trigger, for a cancelling singleton not yet explained by one; a bulk window,
 while bulk polling has not read the list since the cancellation (unless the
-list was found unavailable: no poll will read it). The pipeline
+list was found unavailable: no poll will read it); the answer to its lookup,
+while a timeout is possible and not yet decided. Looked up or not, a possible
+timeout that stays undecided leaves only `unknown`. The pipeline
 holds it for a grace period and asks again with `final=True`, when the evidence
 then seen decides. A listed cancellation created after the run was cancelled
 (its id is a ULID) is not its cause; a signal search cut short by a storm of
@@ -43,16 +46,14 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from exporter.attribution.bulk import BulkWindowStore
 from exporter.attribution import expressions
+from exporter.attribution.run_lookups import Lookup, LookupState, RunLookupStore
+from exporter.attribution.timeouts import TimeoutEvidence, weigh
 from exporter.config import CancelOn, Config, FunctionConfig
 from exporter.records import Cancellation, Source
 from exporter.attribution.signals import SignalStore
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_TOLERANCE = 5.0
-"""Seconds either side of a start timeout in which an age is attributed to it (queueing lag)."""
-FINISH_TIMEOUT_TOLERANCE = 1.0
-"""Seconds before a finish timeout at which an age already counts as reaching it (clock rounding)."""
 _FAILED = object()
 """What an expression that could not be evaluated yields: it matches nothing, and proves no absence either."""
 
@@ -82,13 +83,6 @@ def _same_key(newer: Any, held: Any) -> bool:
     return isinstance(newer, bool) == isinstance(held, bool) and newer == held
 
 
-def _timed_out(fn: FunctionConfig, age: float) -> bool:
-    finish, start = fn.timeouts.finish, fn.timeouts.start
-    if finish is not None and age >= finish - FINISH_TIMEOUT_TOLERANCE:
-        return True
-    return start is not None and abs(age - start) <= START_TIMEOUT_TOLERANCE
-
-
 class EvidenceClassifier:
     """Attribution from configured timeouts, recorded signals (cancel signals, singleton triggers) and polled bulk
     windows."""
@@ -99,7 +93,10 @@ class EvidenceClassifier:
         signals: SignalStore,
         bulk: BulkWindowStore | None,
         on_expression_error: Callable[[str], None] = lambda function_id: None,
+        *,
+        lookups: RunLookupStore | None = None,
     ) -> None:
+        """`lookups` None: run lookups are off, and a run whose age admits a timeout is `unknown`."""
         self._functions = config.functions
         self._rules = {fid: [_Rule(rule) for rule in fn.cancel_on] for fid, fn in config.functions.items()}
         self._signals = signals
@@ -108,12 +105,13 @@ class EvidenceClassifier:
         self._server_has_no_bulk = declared is not None and not declared.available
         """Declared in the config: no bulk cancellation exists to rule out."""
         self._on_expression_error = on_expression_error
+        self._lookups = lookups
 
     def classify(self, tx: sqlite3.Connection, cancellation: Cancellation, *, final: bool) -> Source | None:
         fn = self._functions.get(cancellation.function_id)
         found = set()
-        age = cancellation.age_seconds
-        if fn is not None and age is not None and _timed_out(fn, age):
+        timeout, lookup = self._timeout(tx, cancellation, fn)
+        if timeout is TimeoutEvidence.PROVEN:
             found.add(Source.TIMEOUT)
         signalled, signals_inconclusive = self._signalled(tx, cancellation)
         if signalled:
@@ -128,6 +126,10 @@ class EvidenceClassifier:
             found.add(Source.MANUAL)
         if len(found) > 1:
             return Source.UNKNOWN  # evidence for two sources: neither is claimed
+        if timeout is TimeoutEvidence.UNDECIDED:
+            if not final and self._awaits_lookup(tx, cancellation, lookup):
+                return None
+            return Source.UNKNOWN  # a timeout may have ended it: no other source can be claimed
         if not final and self._evidence_may_still_arrive(tx, cancellation, fn, found):
             return None
         if found:
@@ -136,6 +138,30 @@ class EvidenceClassifier:
         if not inconclusive and self._manual_by_elimination(tx, cancellation, fn):
             return Source.MANUAL
         return Source.UNKNOWN
+
+    def _timeout(
+        self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None
+    ) -> tuple[TimeoutEvidence, Lookup | None]:
+        """What the run's times say about the function's timeouts, with its start when it was looked up; and its
+        lookup, when its age admits a timeout and one was requested."""
+        if fn is None:
+            return TimeoutEvidence.RULED_OUT, None
+        evidence = weigh(fn.timeouts, cancellation, None)
+        if evidence is not TimeoutEvidence.UNDECIDED or self._lookups is None:
+            return evidence, None
+        lookup = self._lookups.lookup(tx, cancellation.run_id)
+        if lookup is not None and lookup.state is LookupState.FOUND:
+            return weigh(fn.timeouts, cancellation, lookup.start), lookup
+        return evidence, lookup
+
+    def _awaits_lookup(self, tx: sqlite3.Connection, cancellation: Cancellation, lookup: Lookup | None) -> bool:
+        """Whether the run's lookup may still decide its timeout; requested now (written in `tx`, asked by the
+        lookup worker once it commits) when it has none."""
+        if self._lookups is None:
+            return False
+        if lookup is None:
+            lookup = self._lookups.request(tx, cancellation)
+        return lookup.state is LookupState.WAITING
 
     def _evidence_may_still_arrive(
         self, tx: sqlite3.Connection, cancellation: Cancellation, fn: FunctionConfig | None, found: set[Source]

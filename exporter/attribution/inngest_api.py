@@ -11,6 +11,7 @@ FAILURE_REMINDER_MS while it lasts and when it ends, rather than at every try.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -42,12 +43,18 @@ class ApiFailure(Exception):
 
 
 class InngestApi:
-    """GETs JSON from Inngest's REST API; every failure is an ApiFailure."""
+    """GETs JSON from Inngest's REST API; every failure is an ApiFailure.
+
+    Each thread keeps its own connection (a requests Session is not shared across threads):
+    the run lookups ask one request after another, and a new connection for each cost more
+    than the request itself.
+    """
 
     def __init__(self, settings: Settings, *, timeout: float) -> None:
         self.base_url = settings.api_base_url.rstrip("/")
         self._keys = settings.signing_keys
         self._timeout = timeout
+        self._local = threading.local()
 
     def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The answer to `GET path`, asked with the signing key and once more with the fallback key after a 401."""
@@ -65,8 +72,11 @@ class InngestApi:
 
     def _request(self, path: str, params: Mapping[str, str] | None, key: str | None) -> requests.Response:
         headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
         try:
-            return requests.get(self.base_url + path, params=params, headers=headers, timeout=self._timeout)
+            return session.get(self.base_url + path, params=params, headers=headers, timeout=self._timeout)
         except requests.Timeout:
             raise ApiFailure(f"no answer within {self._timeout:g}s", kind="timeout") from None
         except requests.RequestException as err:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from typing import Iterable
+from typing import Collection, Iterable
 
 from exporter.records import Cancellation
 from exporter.state import StateDB
@@ -72,6 +72,12 @@ class PendingStore:
         rows = tx.execute(
             f"SELECT record FROM pending WHERE function_id IN ({marks}) ORDER BY due_at_ms LIMIT ?", (*ids, limit)
         ).fetchall()
+        return [_load(record) for (record,) in rows]
+
+    def held(self, tx: sqlite3.Connection, run_ids: Collection[str]) -> list[Cancellation]:
+        """Those of `run_ids` still held."""
+        marks = ",".join("?" * len(run_ids))
+        rows = tx.execute(f"SELECT record FROM pending WHERE run_id IN ({marks})", tuple(run_ids)).fetchall()
         return [_load(record) for (record,) in rows]
 
     def release(self, tx: sqlite3.Connection, run_id: str) -> None:

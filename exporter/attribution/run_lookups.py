@@ -164,10 +164,13 @@ class RunLookupStore:
                 (*values, run_id, LookupState.WAITING.value),
             )
 
-    def waiting(self) -> int:
-        """Lookups still to be answered or given up (for the gauge)."""
+    def waiting(self, now_ms: int) -> int:
+        """Lookups that may still be tried at `now_ms` (for the gauge): requested, not answered, their run's grace
+        period not over."""
         with self._state.reading() as conn:
-            (count,) = conn.execute("SELECT COUNT(*) FROM run_lookups WHERE state = ?", (LookupState.WAITING.value,)).fetchone()
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM run_lookups WHERE state = ? AND give_up_at_ms > ?", (LookupState.WAITING.value, now_ms)
+            ).fetchone()
         return int(count)
 
     def prune(self, now_ms: int) -> int:
@@ -260,10 +263,11 @@ class RunLookups:
         settings: Settings,
         *,
         health: HealthMetrics,
-        on_settled: Callable[[], object] = lambda: None,
+        on_settled: Callable[[list[str]], object] = lambda run_ids: None,
         now_ms: Callable[[], int] = clock.now_ms,
     ) -> None:
-        """`on_settled` releases the held runs that no longer wait: called after each round that recorded anything."""
+        """`on_settled` releases those of the held runs it is given that no longer wait: called after each round
+        with the runs whose lookup it answered or gave up."""
         self._store = store
         self._health = health
         self._on_settled = on_settled
@@ -275,7 +279,10 @@ class RunLookups:
         self._failures_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="run-lookups", daemon=True)
-        health.gauge_from("run_lookups_waiting", "Run lookups requested and not yet answered or given up.", store.waiting)
+        health.gauge_from(
+            "run_lookups_waiting", "Run lookups requested, not answered, whose run's grace period is not over.",
+            lambda: store.waiting(self._now_ms()),
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -317,7 +324,7 @@ class RunLookups:
             thread.join()
         if decided:
             try:
-                self._on_settled()
+                self._on_settled(decided)
             except Exception:
                 log.exception("releasing held cancellations failed; they are released when due")
         return len(due)

@@ -1,14 +1,17 @@
 """Drives labelled scenarios (tests.support.scenarios) through the real attribution pipeline, and scores the result.
 
 The pieces are built as exporter/core.py builds them (state, dedupe, signal
-store, pending store, bulk window store, evidence classifier, pipeline), with
-two substitutions: the clock is the scenario's simulated clock, and the only
-sink captures what the pipeline emits. `Exporter` itself cannot be used: it
-reads the wall clock and starts background threads. Every event goes through
-`parse_event` and `Pipeline.ingest`, every poll answer through
-`parse_cancellations` and `BulkWindowStore.record`, as the ingress modules and
-the poller do; held runs are released when their grace period ends, as the
-exporter's once-a-second releaser would.
+store, pending store, bulk window store, run lookup store and worker, evidence
+classifier, pipeline), with two substitutions: the clock is the scenario's
+simulated clock, and the only sink captures what the pipeline emits. `Exporter`
+itself cannot be used: it reads the wall clock and starts background threads.
+Every event goes through `parse_event` and `Pipeline.ingest`, every poll answer
+through `parse_cancellations` and `BulkWindowStore.record`, as the ingress modules
+and the poller do; the run lookups are asked over HTTP of a stand-in for
+Inngest's REST API (tests.support.fake_inngest_api), which tells the scenario's
+runs and fails while a lookup outage lasts, each at the simulated moment it is due
+(`RunLookups.run_once`); held runs are released when their grace period ends, as
+the exporter's once-a-second releaser would.
 
 Shared by tests/test_attribution_scenarios.py and bench/attribution.py.
 """
@@ -24,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.attribution.bulk import BulkWindowStore, parse_cancellations
 from exporter.attribution.classify import EvidenceClassifier
+from exporter.attribution.run_lookups import RunLookups, RunLookupStore
 from exporter.config import parse_config
 from exporter.core import MAX_SIGNALS, PRUNE_INTERVAL_SECONDS
 from exporter.dedupe import Dedupe
@@ -35,6 +39,8 @@ from exporter.records import Classified, Source
 from exporter.settings import load_settings
 from exporter.attribution.signals import SignalStore
 from exporter.state import StateDB
+from tests.support.fake_inngest_api import FakeInngestApi, Mode
+from tests.support.payloads import SIGNING_KEY
 from tests.support.scenarios import EVIDENCE_UNSEEN, Delivery, EventDelivery, LabelledRun, Scenario
 
 CONCRETE = (Source.EVENT, Source.TIMEOUT, Source.BULK, Source.SINGLETON, Source.MANUAL)
@@ -76,10 +82,13 @@ class Outcome:
 
 
 class _Simulation:
-    """One scenario's exporter: the real pieces on a fresh state directory and the simulated clock."""
+    """One scenario's exporter: the real pieces on a fresh state directory and the simulated clock, asking `api`."""
 
-    def __init__(self, scenario: Scenario, state_dir: Path) -> None:
-        settings = load_settings({"EXPORTER_STATE_DIR": str(state_dir), "INNGEST_DEV": "1"})
+    def __init__(self, scenario: Scenario, state_dir: Path, api: FakeInngestApi) -> None:
+        settings = load_settings({
+            "EXPORTER_STATE_DIR": str(state_dir), "INNGEST_DEV": "1", "INNGEST_API_BASE_URL": api.url,
+            "INNGEST_SIGNING_KEY": SIGNING_KEY, "EXPORTER_RUN_LOOKUP_RATE": "1000000",
+        })
         config = parse_config(scenario.config, scenario.name)
         self.evidence_names = config.evidence_names
         self.clock = SimulatedClock(scenario.start_ms)
@@ -94,19 +103,27 @@ class _Simulation:
         bulk = config.bulk_cancellations
         self.bulk = BulkWindowStore(self.state, retention_seconds=bulk.retention) if bulk and bulk.polled else None
         self.grace_ms = scenario.grace_ms
+        self.lookups = RunLookupStore(self.state, grace_ms=scenario.grace_ms) if scenario.run_lookups else None
+        health = HealthMetrics(CollectorRegistry())
         self.pipeline = Pipeline(
             state=self.state,
             dedupe=self.dedupe,
             signals=self.signals,
             pending=PendingStore(self.state),
-            classifier=EvidenceClassifier(config, self.signals, self.bulk, self._count_expression_error),
+            classifier=EvidenceClassifier(config, self.signals, self.bulk, self._count_expression_error, lookups=self.lookups),
             durable_sinks=[],
             live_sinks=[self.sink],
-            health=HealthMetrics(CollectorRegistry()),
+            health=health,
             grace_ms=scenario.grace_ms,
             signal_listeners=config.signal_listeners,
             now_ms=self.clock,
         )
+        self.worker = None if self.lookups is None else RunLookups(
+            self.lookups, settings, health=health, on_settled=self.pipeline.release_runs, now_ms=self.clock
+        )
+        self.api = api
+        api.runs = scenario.run_records
+        self._lookup_outages = scenario.lookup_outages
         self._due: list[int] = []
         self._pruned_at = scenario.start_ms
 
@@ -115,14 +132,14 @@ class _Simulation:
 
     def feed(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
-            self._release_until(delivery.at_ms)
+            self._run_until(delivery.at_ms)
             self.clock.advance(delivery.at_ms)
             self._prune_if_due()
             if isinstance(delivery, EventDelivery):
                 self._ingest(delivery.event)
             else:
                 self._poll(delivery.body)
-        self._release_until(max(self._due, default=self.clock.now_ms))
+        self._run_until(max(self._due, default=self.clock.now_ms))
 
     def _ingest(self, raw: dict[str, Any]) -> None:
         parsed = parse_event(raw, evidence_names=self.evidence_names, now_ms=self.clock.now_ms)
@@ -138,11 +155,27 @@ class _Simulation:
         self.bulk.record(windows, self.clock.now_ms)
         self.pipeline.release_settled()  # as the poller does after each successful poll
 
-    def _release_until(self, at_ms: int) -> None:
-        """Emit every held run whose grace period ends by `at_ms`, at the moment it ends."""
-        while self._due and self._due[0] <= at_ms:
-            self.clock.advance(heapq.heappop(self._due))
-            self.pipeline.release_due()
+    def _run_until(self, at_ms: int) -> None:
+        """Until `at_ms`, in time order: each run lookup at the moment it is due (before a release due at the same
+        moment), and each held run released when its grace period ends."""
+        while True:
+            lookup = None if self.lookups is None else self.lookups.next_due_ms()
+            release = self._due[0] if self._due else None
+            if lookup is not None and lookup <= at_ms and (release is None or lookup <= release):
+                self.clock.advance(lookup)
+                self._look_up()
+            elif release is not None and release <= at_ms:
+                self.clock.advance(heapq.heappop(self._due))
+                self.pipeline.release_due()
+            else:
+                return
+
+    def _look_up(self) -> None:
+        """The lookups due now, against the stand-in API, failing while a lookup outage lasts."""
+        assert self.worker is not None
+        now = self.clock.now_ms
+        self.api.runs_mode = Mode.ERROR if any(start <= now < end for start, end in self._lookup_outages) else Mode.LIST
+        self.worker.run_once()
 
     def _prune_if_due(self) -> None:
         """The exporter's periodic pruning (exporter.core), on the simulated clock."""
@@ -154,6 +187,8 @@ class _Simulation:
         self.signals.prune(now)
         if self.bulk is not None:
             self.bulk.prune(now)
+        if self.lookups is not None:
+            self.lookups.prune(now)
 
     def outcome(self) -> Outcome:
         emitted: dict[str, list[Source]] = {}
@@ -162,9 +197,10 @@ class _Simulation:
         return Outcome(emitted, self.expression_errors, tuple(self.list_problems))
 
 
-def run_scenario(scenario: Scenario, state_dir: Path) -> Outcome:
-    """Feed `scenario`'s deliveries in time order to a fresh pipeline under `state_dir`; what it emitted."""
-    simulation = _Simulation(scenario, state_dir)
+def run_scenario(scenario: Scenario, state_dir: Path, api: FakeInngestApi) -> Outcome:
+    """Feed `scenario`'s deliveries in time order to a fresh pipeline under `state_dir`, its runs told by `api`;
+    what it emitted."""
+    simulation = _Simulation(scenario, state_dir, api)
     try:
         simulation.feed(scenario.deliveries)
     finally:
@@ -203,8 +239,9 @@ def judge(scenarios: Iterable[Scenario], root: Path) -> tuple[list[Verdict], lis
     that belong to no run (records for runs that were not cancelled, expression errors, skipped list items)."""
     verdicts: list[Verdict] = []
     problems: list[str] = []
-    for index, scenario in enumerate(scenarios):
-        outcome = run_scenario(scenario, root / f"{index:04d}")
+    with FakeInngestApi(SIGNING_KEY) as api:
+        outcomes = [(scenario, run_scenario(scenario, root / f"{index:04d}", api)) for index, scenario in enumerate(scenarios)]
+    for scenario, outcome in outcomes:
         labelled = {run.run_id for run in scenario.runs}
         verdicts += [Verdict(run, tuple(outcome.emitted.get(run.run_id, ()))) for run in scenario.runs]
         problems += [f"{scenario.name}: record for run {run_id}, which was not cancelled" for run_id in outcome.emitted.keys() - labelled]

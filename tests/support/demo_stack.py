@@ -63,6 +63,7 @@ class DemoStack:
                 {
                     "INNGEST_API_BASE_URL": f"http://127.0.0.1:{self.api_port}",
                     "EXPORTER_ATTRIBUTION_GRACE": ATTRIBUTION_GRACE,
+                    "EXPORTER_RUN_LOOKUP_RATE": "200",  # the timed-out runs are looked up within the short grace period
                     "DD_API_KEY": "dd-demo-key",
                     "EXPORTER_DATADOG_URL": datadog.url,
                     "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,

@@ -2,7 +2,8 @@
 
 The exporter infers a cancellation's source from evidence that reaches it
 asynchronously: cancel signals, bulk windows read from the REST API's list, and
-the run's age against its timeouts. Measuring that inference needs runs whose
+the run's times against its timeouts (its age since scheduling, and when it
+started, looked up through the REST API's `GET /v2/runs/{id}`). Measuring that inference needs runs whose
 true cause is known, with their evidence delivered as production delivers it:
 out of order, late, duplicated, sometimes misleading. This module builds such
 runs on a simulated clock (epoch milliseconds) and labels each with
@@ -11,7 +12,8 @@ runs on a simulated clock (epoch milliseconds) and labels each with
 - its `expected` source: what the documented rules (exporter/attribution/classify.py) must
   infer from the evidence visible before the grace period ends. That is the true
   cause when the evidence is unambiguous, and `unknown` when it is ambiguous or
-  missing, or when `manual` cannot be established. It is never a different
+  missing (a run whose age admits a timeout and whose lookup was not answered in
+  time, or not asked: lookups off), or when `manual` cannot be established. It is never a different
   concrete source, except where evidence that applies to the run stayed out of
   the exporter's sight within the grace period (delivered later, bulk polling
   off, function not in the config): no rule can weigh evidence it never sees,
@@ -30,11 +32,16 @@ the run was scheduled and by its cancellation. A sender's `ts` is its own clock,
 seconds off the receipt either way.
 
 The world honours the assumptions the rules rest on (a generated run that broke
-one would be a test of the assumption, not of the code): a start timeout fires
-within START_TIMEOUT_TOLERANCE of its configured value (queue lag, clock skew); a
-finish timeout fires no earlier than FINISH_TIMEOUT_TOLERANCE before it, and a
-run cancelled otherwise is younger than that; every bulk cancellation stays in
-the polled list until a successful poll has listed it.
+one would be a test of the assumption, not of the code): a run starts executing
+(`Run.started_ms`) some time after it is scheduled, or never; a start timeout fires
+within START_TIMEOUT_TOLERANCE of its configured age, only on a run that has not
+started (so a run of a function with a start timeout starts before then, or is
+cancelled otherwise younger than that); a finish timeout fires no earlier than
+FINISH_TIMEOUT_TOLERANCE before `finish` has passed since the run started, and a
+started run cancelled otherwise has run for less than that, however long it
+waited in the queue first; every bulk cancellation stays in the polled list until
+a successful poll has listed it. The REST API (tests.support.fake_inngest_api)
+tells every run's times, except while a lookup outage lasts.
 
 Runs are laid out in *epochs* of EPOCH_MS. Within an epoch, runs of different
 functions (*lanes*) are cancelled around the same moment, so their deliveries
@@ -58,11 +65,12 @@ from typing import Any, Callable, Literal
 
 import ulid
 
-from exporter.attribution.classify import FINISH_TIMEOUT_TOLERANCE, START_TIMEOUT_TOLERANCE
 from exporter.parsing import CANCELLED, FINISHED
+from exporter.attribution.run_lookups import FIRST_RETRY_MS, MAX_RETRY_MS
 from exporter.attribution.signals import MAX_CANDIDATES
+from exporter.attribution.timeouts import FINISH_TIMEOUT_TOLERANCE, START_TIMEOUT_TOLERANCE
 from exporter.records import Source
-from tests.support.fake_inngest_api import go_time, server_item
+from tests.support.fake_inngest_api import RunRecord, go_time, server_item
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -152,11 +160,28 @@ class Profile:
         """Whether the exporter records the function's triggers as evidence: a newer run cancels, or its own rules do."""
         return self.singleton or any(rule.event == self.trigger for rule in self.rules)
 
-    def timed_out_at(self, age_ms: int) -> bool:
-        """Whether a timeout of this function fires at `age_ms` (the world model's timeout bands)."""
+    def timeout_possible(self, age_ms: int) -> bool:
+        """Whether a timeout of this function may end a run at `age_ms` since scheduling, whenever it started: the
+        runs the exporter must look up."""
         if self.finish_ms is not None and age_ms >= self.finish_ms - FINISH_TOLERANCE_MS:
             return True
+        return self.in_start_band(age_ms)
+
+    def in_start_band(self, age_ms: int) -> bool:
+        """Whether the start timeout's eager job fires at `age_ms` since scheduling (the world's band)."""
         return self.start_ms is not None and abs(age_ms - self.start_ms) <= START_TOLERANCE_MS
+
+    def timed_out(self, age_ms: int, running_ms: int | None) -> bool:
+        """Whether a timeout of this function ends a run cancelled `age_ms` after it was scheduled and `running_ms`
+        after it started (None: it never started)."""
+        if running_ms is None:
+            return self.in_start_band(age_ms)
+        return self.finish_ms is not None and running_ms >= self.finish_ms - FINISH_TOLERANCE_MS
+
+    @property
+    def latest_start_ms(self) -> int | None:
+        """How long after scheduling a run can still start: before its start timeout fires (None: any time)."""
+        return None if self.start_ms is None else self.start_ms - START_TOLERANCE_MS - 1
 
 
 IMPORT = Profile(
@@ -243,6 +268,12 @@ class Scenario:
     deliveries: tuple[Delivery, ...]
     """In time order: the order the harness feeds them in."""
     runs: tuple[LabelledRun, ...]
+    run_lookups: bool
+    """EXPORTER_RUN_LOOKUPS: whether the exporter asks when runs started."""
+    run_records: dict[str, RunRecord]
+    """What the REST API tells of each run, by run id."""
+    lookup_outages: tuple[tuple[int, int], ...]
+    """[start, end) intervals in which every run lookup fails (HTTP 500)."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +287,8 @@ class Run:
     trigger: dict[str, Any]
     scheduled_ms: int
     """The run id's ULID time."""
+    started_ms: int | None
+    """When it started executing (its first step's first attempt); None: it never did."""
     cancelled_ms: int
     """The cancellation event's `ts`."""
     delivered_ms: int
@@ -270,6 +303,16 @@ class Run:
     @property
     def age_ms(self) -> int:
         return self.cancelled_ms - self.scheduled_ms
+
+    @property
+    def running_ms(self) -> int | None:
+        """How long it had been executing when it was cancelled; None: it never started."""
+        return None if self.started_ms is None else self.cancelled_ms - self.started_ms
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether a timeout of its function ended it, in the simulated world."""
+        return self.profile.timed_out(self.age_ms, self.running_ms)
 
 
 @dataclass(frozen=True)
@@ -376,6 +419,7 @@ class ScenarioBuilder:
         *,
         seed: int = 0,
         bulk_polling: bool = True,
+        run_lookups: bool = True,
         grace_ms: int = 2 * MINUTE,
         poll_interval_ms: int = 30 * SECOND,
         list_shape: ListShape = "array",
@@ -384,6 +428,7 @@ class ScenarioBuilder:
         self.name = name
         self.rng = random.Random(seed)
         self.bulk_polling = bulk_polling
+        self.run_lookups = run_lookups
         self.grace_ms = grace_ms
         self.poll_interval_ms = poll_interval_ms
         self._list_shape = list_shape
@@ -394,6 +439,7 @@ class ScenarioBuilder:
         self._windows: list[_Window] = []
         self._run_items: list[_RunItem] = []
         self._outages: list[tuple[int, int]] = []
+        self._lookup_outages: list[tuple[int, int]] = []
         self._runs: list[Run] = []
         self._spans: list[list[int]] = []
         """Per epoch, the times between which polls matter: a poll elsewhere changes no label or record."""
@@ -437,14 +483,17 @@ class ScenarioBuilder:
         queued_ms: int | None = None,
         skew_ms: int | None = None,
         trigger_stamped_ms: int | None = None,
+        started_after_ms: int | None = 0,
     ) -> Run:
         """A run of `profile` cancelled `age_ms` after it was scheduled, and the deliveries of its cancellation.
 
         `queued_ms` is how long after its triggering event the run was scheduled;
+        `started_after_ms` how long after it was scheduled it started executing (None: never);
         `skew_ms` how long after the cancellation its first cancellation event arrives;
         `trigger_stamped_ms`, when given, makes the trigger carry its sender's id and that `ts`.
         """
         rng = self.rng
+        assert started_after_ms is None or 0 <= started_after_ms <= age_ms, "a run starts between scheduling and cancellation"
         cancelled_ms = self.moment_ms + rng.randint(-3 * MINUTE, 3 * MINUTE) if cancelled_ms is None else cancelled_ms
         scheduled_ms = cancelled_ms - age_ms
         trigger_ms = scheduled_ms - (rng.randint(0, 800) if queued_ms is None else queued_ms)
@@ -465,8 +514,8 @@ class ScenarioBuilder:
         delivered_ms = cancelled_ms + skew_ms
         run = Run(
             run_id=self.ulid_at(scheduled_ms), profile=profile, case=case, cause=cause, trigger=trigger,
-            scheduled_ms=scheduled_ms, cancelled_ms=cancelled_ms, delivered_ms=delivered_ms,
-            decided_by_ms=delivered_ms + self.grace_ms,
+            scheduled_ms=scheduled_ms, started_ms=None if started_after_ms is None else scheduled_ms + started_after_ms,
+            cancelled_ms=cancelled_ms, delivered_ms=delivered_ms, decided_by_ms=delivered_ms + self.grace_ms,
         )
         self._runs.append(run)
         first = self._cancellation_event(run, finished=rng.random() < 0.3)
@@ -571,6 +620,11 @@ class ScenarioBuilder:
         self._outages.append((start_ms, end_ms))
         self._touch(start_ms, end_ms)
 
+    def lookup_outage(self, start_ms: int, end_ms: int) -> None:
+        """Every run lookup tried in [start, end) fails."""
+        self._lookup_outages.append((start_ms, end_ms))
+        self._touch(start_ms, end_ms)
+
     def noise(self, at_ms: int) -> None:
         """Events that must not count: a run that finished normally, and an event no rule listens to."""
         completed = {"function_id": NOTIFY.slug, "run_id": self.ulid_at(at_ms - MINUTE), "_inngest": {"status": "Completed"}}
@@ -589,16 +643,17 @@ class ScenarioBuilder:
             body = self._list_body(listed, at, index) if ok else None
             deliveries.append((at, 0, index, PollDelivery(at, body)))
         deliveries.sort(key=lambda item: item[:3])  # at one instant: polls, then signals, then cancellations
-        runs = tuple(
-            _label(run, self._signals, windows, self._run_items, ok_polls, self.bulk_polling) for run in self._runs
-        )
+        world = _World(self._signals, windows, self._run_items, ok_polls, self.bulk_polling, self._lookup_outages if self.run_lookups else None)
         return Scenario(
             name=self.name,
             config=config_document(bulk_polling=self.bulk_polling, poll_interval_ms=self.poll_interval_ms),
             grace_ms=self.grace_ms,
             start_ms=self._start_ms,
             deliveries=tuple(delivery for *_, delivery in deliveries),
-            runs=runs,
+            runs=tuple(_label(run, world) for run in self._runs),
+            run_lookups=self.run_lookups,
+            run_records={run.run_id: RunRecord(run.scheduled_ms, run.started_ms, run.cancelled_ms) for run in self._runs},
+            lookup_outages=tuple(self._lookup_outages),
         )
 
     def _polls(self) -> list[tuple[int, bool]]:
@@ -671,32 +726,64 @@ def _supersedes(run: Run, signal: _Signal) -> bool:
     )
 
 
-def _label(
-    run: Run, signals: list[_Signal], windows: list[_Window], run_items: list[_RunItem], ok_polls: list[int], bulk_polling: bool
-) -> LabelledRun:
+@dataclass(frozen=True)
+class _World:
+    """A scenario's evidence and settings, as the oracle weighs them for each run."""
+
+    signals: list[_Signal]
+    windows: list[_Window]
+    run_items: list[_RunItem]
+    ok_polls: list[int]
+    """When successful polls started, in order."""
+    bulk_polling: bool
+    lookup_outages: list[tuple[int, int]] | None
+    """None: run lookups are off."""
+
+    def lookup_answered_at(self, run: Run) -> int | None:
+        """When the exporter learns when `run` started: its lookup, asked when the cancellation arrives and retried
+        after FIRST_RETRY_MS, then twice as long each time up to MAX_RETRY_MS, until the grace period ends; None when
+        no attempt falls outside the lookup outages in time (or lookups are off)."""
+        if self.lookup_outages is None:
+            return None
+        at, wait = run.delivered_ms, FIRST_RETRY_MS
+        while at < run.decided_by_ms:
+            if not any(start <= at < end for start, end in self.lookup_outages):
+                return at
+            at, wait = at + wait, min(MAX_RETRY_MS, 2 * wait)
+        return None
+
+
+def _label(run: Run, world: _World) -> LabelledRun:
     """The source the evidence supports, from what is true in the simulated world and when the exporter could see it.
 
     Each piece of evidence is (what it shows, when it became visible; None: never).
     Everything visible before the grace period ends is weighed: the pipeline may
     decide earlier, at the first delivery, when it then has evidence; where later
-    evidence contradicts that, the run carries CONTRARY_AFTER_DECISION.
+    evidence contradicts that, the run carries CONTRARY_AFTER_DECISION. A run whose
+    age admits a timeout of a declared function is decided only once its start is
+    known: without that in time, `unknown`.
     """
     hazards: set[str] = set()
     seen: list[tuple[str, int | None]] = []
     declared = run.profile.declared
-    timed_out = run.profile.timed_out_at(run.age_ms)
-    if timed_out:
-        seen.append(("timeout", run.delivered_ms if declared else None))
-    applying = [s for s in signals if _signal_applies(run, s)]
-    storm = [s for s in applying if _hidden_by_storm(run, s, signals)]
+    undecided = False
+    if declared and run.profile.timeout_possible(run.age_ms):
+        answered = world.lookup_answered_at(run)
+        undecided = answered is None
+        if run.timed_out:
+            seen.append(("timeout", answered))
+    elif run.timed_out:
+        seen.append(("timeout", None))  # an undeclared function's: never weighed
+    applying = [s for s in world.signals if _signal_applies(run, s)]
+    storm = [s for s in applying if _hidden_by_storm(run, s, world.signals)]
     if storm:
         hazards.add(SIGNAL_STORM)
     seen += [("event", s.delivered_ms if declared else None) for s in applying if s not in storm]
-    superseding = [s for s in signals if _supersedes(run, s)]
+    superseding = [s for s in world.signals if _supersedes(run, s)]
     seen += [("singleton", s.delivered_ms if declared else None) for s in superseding]
-    covering = [w for w in windows if w.applies_to(run)]
+    covering = [w for w in world.windows if w.applies_to(run)]
     for window in covering:
-        visible = _first_at_or_after(ok_polls, window.created_ms, window.dropped_ms)
+        visible = _first_at_or_after(world.ok_polls, window.created_ms, window.dropped_ms)
         if window.created_ms > run.cancelled_ms:  # created after the run ended: cannot be why it ended
             if visible is not None and visible < run.decided_by_ms:
                 hazards.add(WINDOW_AFTER_CANCELLATION)
@@ -704,45 +791,56 @@ def _label(
         seen.append(("bulk", visible))
     # a listed cancellation of this run alone shows `manual`, declared function or not, when it came before the end
     seen += [
-        ("manual", _first_at_or_after(ok_polls, item.created_ms, item.dropped_ms))
-        for item in run_items if item.cancels_alone(run) and item.created_ms <= run.cancelled_ms
+        ("manual", _first_at_or_after(world.ok_polls, item.created_ms, item.dropped_ms))
+        for item in world.run_items if item.cancels_alone(run) and item.created_ms <= run.cancelled_ms
     ]
-    _check_cause(run, timed_out, applying, superseding, [w for w in covering if w.created_ms <= run.cancelled_ms])
+    _check_cause(run, applying, superseding, [w for w in covering if w.created_ms <= run.cancelled_ms])
 
     in_time = {what for what, at in seen if at is not None and at < run.decided_by_ms}
     at_delivery = {what for what, at in seen if at is not None and at <= run.delivered_ms}
-    if any(at is None or at >= run.decided_by_ms for _, at in seen):
+    if any(at is None or at >= run.decided_by_ms for what, at in seen if not (undecided and what == "timeout")):
         hazards.add(EVIDENCE_UNSEEN)
     if len(at_delivery) == 1 and len(in_time) > 1:
         hazards.add(CONTRARY_AFTER_DECISION)
-    if len(in_time) == 1:
-        expected = Source(next(iter(in_time)))
+    if len(in_time) > 1 or undecided:
+        expected = Source.UNKNOWN  # evidence for two sources, or a timeout neither proven nor ruled out
     elif in_time:
-        expected = Source.UNKNOWN
+        expected = Source(next(iter(in_time)))
     else:
-        polled_since = _first_at_or_after(ok_polls, run.cancelled_ms, run.decided_by_ms) is not None
+        polled_since = _first_at_or_after(world.ok_polls, run.cancelled_ms, run.decided_by_ms) is not None
         # a search cut short by a signal storm proves no absence: never `manual`
-        expected = Source.MANUAL if declared and bulk_polling and polled_since and not storm else Source.UNKNOWN
+        expected = Source.MANUAL if declared and world.bulk_polling and polled_since and not storm else Source.UNKNOWN
     assert expected in (run.cause, Source.UNKNOWN) or EVIDENCE_UNSEEN in hazards, (
         f"generator bug: {run.case} run {run.run_id} caused by {run.cause.value} would be labelled {expected.value}"
     )
     return LabelledRun(run.run_id, run.profile.slug, run.case, run.cause, expected, frozenset(hazards))
 
 
-def _check_cause(
-    run: Run, timed_out: bool, signals: list[_Signal], superseding: list[_Signal], windows: list[_Window]
-) -> None:
-    """The generator's own consistency: a run's cause is one that really could have cancelled it."""
+def _check_cause(run: Run, signals: list[_Signal], superseding: list[_Signal], windows: list[_Window]) -> None:
+    """The generator's own consistency: a run's cause is one that really could have cancelled it, and its start
+    honours the world's timeouts."""
+    latest_start = run.profile.latest_start_ms
+    if latest_start is not None and run.cause is not Source.TIMEOUT:
+        # a run not started by its start timeout is cancelled by it, unless something else came first
+        started_in_time = run.started_ms is not None and run.started_ms - run.scheduled_ms <= latest_start
+        assert started_in_time or run.age_ms <= latest_start, (
+            f"generator bug: {run.case} run {run.run_id} would have been cancelled by its start timeout"
+        )
     possible = {
-        Source.TIMEOUT: timed_out, Source.EVENT: bool(signals), Source.SINGLETON: bool(superseding), Source.BULK: bool(windows),
+        Source.TIMEOUT: run.timed_out, Source.EVENT: bool(signals), Source.SINGLETON: bool(superseding), Source.BULK: bool(windows),
     }
     assert possible.get(run.cause, True), f"generator bug: {run.case} run {run.run_id} cannot be caused by {run.cause.value}"
 
 
 # --- the random generator ---------------------------------------------------------------------------------------
 
+Timing = tuple[int, int | None]
+"""A run's age at its cancellation, and how long after it was scheduled it started (None: never), in milliseconds."""
+
+
 def safe_age(rng: random.Random, profile: Profile, *, upper_ms: int | None = None) -> int:
-    """An age at which no timeout of `profile` fires; one time in five right at the edge of a tolerance."""
+    """An age at which no timeout of `profile` can fire, whenever the run started; one time in five right at the edge
+    of a tolerance."""
     upper = 100 * MINUTE if profile.finish_ms is None else profile.finish_ms - FINISH_TOLERANCE_MS - 1
     upper = min(upper, upper_ms or upper)
     edges = [profile.finish_ms - FINISH_TOLERANCE_MS - 1] if profile.finish_ms is not None else []
@@ -753,19 +851,64 @@ def safe_age(rng: random.Random, profile: Profile, *, upper_ms: int | None = Non
         return rng.choice(edges)
     while True:
         age = rng.randint(SECOND, upper)
-        if not profile.timed_out_at(age):
+        if not profile.timeout_possible(age):
             return age
 
 
-def timeout_age(rng: random.Random, profile: Profile) -> int:
-    """An age at which one of `profile`'s timeouts fires, the tolerance edges included."""
-    bands = []
-    if profile.start_ms is not None:
-        bands.append((profile.start_ms - START_TOLERANCE_MS, profile.start_ms + START_TOLERANCE_MS))
-    if profile.finish_ms is not None:
-        bands.append((profile.finish_ms - FINISH_TOLERANCE_MS, profile.finish_ms + 20 * SECOND))
-    low, high = rng.choice(bands)
-    return rng.choice((low, high, rng.randint(low, high)))
+def queued_start(rng: random.Random, profile: Profile, age_ms: int) -> int | None:
+    """When a run cancelled `age_ms` after scheduling, by anything but a timeout, started: at once, after a wait in
+    the queue, or (while its start timeout cannot have fired yet) never; always before its start timeout would fire."""
+    latest = profile.latest_start_ms
+    draw = rng.random()
+    if draw < 0.5:
+        return 0
+    if draw < 0.85 or (latest is not None and age_ms > latest):
+        return rng.randint(0, age_ms if latest is None else min(age_ms, latest))
+    return None
+
+
+def safe_timing(rng: random.Random, profile: Profile, cause: Source) -> Timing:
+    """A run no timeout can have ended, by its age alone: no lookup is needed."""
+    age = safe_age(rng, profile)
+    return age, queued_start(rng, profile, age)
+
+
+def timeout_timing(rng: random.Random, profile: Profile, cause: Source) -> Timing:
+    """A run one of `profile`'s timeouts ended, the tolerance edges included: one that never started, at its start
+    timeout's age; or one that ran as long as its finish timeout, after no wait in the queue, some or a long one
+    (before its start timeout would fire, when it has one)."""
+    bands = (["start"] if profile.start_ms is not None else []) + (["finish"] if profile.finish_ms is not None else [])
+    if rng.choice(bands) == "start":
+        assert profile.start_ms is not None
+        low, high = profile.start_ms - START_TOLERANCE_MS, profile.start_ms + START_TOLERANCE_MS
+        return rng.choice((low, high, rng.randint(low, high))), None
+    assert profile.finish_ms is not None
+    low, high = profile.finish_ms - FINISH_TOLERANCE_MS, profile.finish_ms + 20 * SECOND
+    running = rng.choice((low, high, rng.randint(low, high)))
+    latest = 30 * MINUTE if profile.latest_start_ms is None else profile.latest_start_ms
+    wait = rng.choice((0, rng.randint(0, latest), latest))
+    return wait + running, wait
+
+
+def _start_band_timing(rng: random.Random, profile: Profile, cause: Source) -> Timing:
+    """An age at which the start timeout's eager job fires: the run never started when the timeout ended it, and had
+    started (before then) when something else did."""
+    assert profile.start_ms is not None and profile.latest_start_ms is not None
+    low, high = profile.start_ms - START_TOLERANCE_MS, profile.start_ms + START_TOLERANCE_MS
+    age = rng.choice((low, high, rng.randint(low, high)))
+    return age, None if cause is Source.TIMEOUT else rng.randint(0, min(age, profile.latest_start_ms))
+
+
+def _queued_past_finish_timing(rng: random.Random, profile: Profile, cause: Source) -> Timing:
+    """Cancelled (by hand) after waiting in the queue so long that its age passes `finish`: it never started, or had
+    run for less than `finish` (by one millisecond at the edge)."""
+    assert profile.finish_ms is not None and profile.start_ms is None
+    age = rng.randint(profile.finish_ms - FINISH_TOLERANCE_MS, profile.finish_ms + 30 * MINUTE)
+    if rng.random() < 0.4:
+        return age, None
+    most = min(age, profile.finish_ms - FINISH_TOLERANCE_MS - 1)
+    running = rng.choice((most, rng.randint(0, most)))
+    return age, age - running
 
 
 def _signal_time(rng: random.Random, run: Run, rule: Rule) -> int:
@@ -803,6 +946,22 @@ def _covering_window(b: ScenarioBuilder, run: Run, created_ms: int, **options: A
     condition = rng.choice((None, ("tier", run.trigger["data"]["tier"]), (run.profile.key, run.key_value)))
     options = {"condition": condition, "id_form": rng.choice(("server", "server", "app", "slug")), **options}
     b.window(run.profile, after_ms=after, before_ms=before, created_ms=created_ms, **options)
+
+
+def _lookup_failing(place: Callable[[ScenarioBuilder, Run], None]) -> Callable[[ScenarioBuilder, Run], None]:
+    """`place`, and every run lookup failing from before the run's cancellation arrives until past its grace period."""
+    def placed(b: ScenarioBuilder, run: Run) -> None:
+        place(b, run)
+        b.lookup_outage(run.delivered_ms - b.rng.randint(0, MINUTE), run.decided_by_ms + b.rng.randint(MARGIN_MS, MINUTE))
+    return placed
+
+
+def _lookup_retried(place: Callable[[ScenarioBuilder, Run], None]) -> Callable[[ScenarioBuilder, Run], None]:
+    """`place`, and run lookups failing when the run's cancellation arrives and for up to 20 s after: a retry answers."""
+    def placed(b: ScenarioBuilder, run: Run) -> None:
+        place(b, run)
+        b.lookup_outage(run.delivered_ms - b.rng.randint(0, MINUTE), run.delivered_ms + b.rng.randint(1, 20 * SECOND))
+    return placed
 
 
 def _bulk_created(b: ScenarioBuilder, run: Run, *, listed_before_delivery: bool = False) -> int:
@@ -876,7 +1035,8 @@ class Case:
     profiles: tuple[Profile, ...]
     weight: int
     place: Callable[[ScenarioBuilder, Run], None]
-    age: Callable[[random.Random, Profile], int] = safe_age
+    timing: Callable[[random.Random, Profile, Source], Timing] = safe_timing
+    """The run's age and start, given its function and true cause."""
 
 
 def _event_case(delivery: Callable[[random.Random, Run, int], int]) -> Callable[[ScenarioBuilder, Run], None]:
@@ -902,9 +1062,10 @@ def _ambiguous_singleton_and_bulk(b: ScenarioBuilder, run: Run) -> None:
     _covering_window(b, run, _bulk_created(b, run, listed_before_delivery=True))
 
 
-def _event_age(rng: random.Random, profile: Profile) -> int:
+def _event_timing(rng: random.Random, profile: Profile, cause: Source) -> Timing:
     """Young enough that every rule's signal could still cancel it (a run lives past its rule timeout otherwise)."""
-    return safe_age(rng, profile, upper_ms=min((r.timeout_ms for r in profile.rules if r.timeout_ms), default=None))
+    age = safe_age(rng, profile, upper_ms=min((r.timeout_ms for r in profile.rules if r.timeout_ms), default=None))
+    return age, queued_start(rng, profile, age)
 
 
 def _bulk_in_time(b: ScenarioBuilder, run: Run) -> None:
@@ -970,21 +1131,21 @@ def _timeout_then_late_window(b: ScenarioBuilder, run: Run) -> None:
     b.outage(created - b.rng.randint(0, MINUTE), run.delivered_ms + b.rng.randint(1, b.grace_ms // 3))
 
 
-def _start_band_age(rng: random.Random, profile: Profile) -> int:
-    assert profile.start_ms is not None
-    return timeout_age(rng, replace(profile, finish_ms=None))
-
-
 _RULED = (IMPORT, EXPORT, SYNC, LEGACY, REFRESH)
 _DECLARED_RULED = (IMPORT, EXPORT, SYNC, REFRESH)
 _TIMED = (IMPORT, EXPORT, DIGEST, LEGACY, BATCH, SINGLE)
+_DECLARED_TIMED = (IMPORT, EXPORT, DIGEST, BATCH, SINGLE)
+_FINISH_ONLY = (EXPORT, LEGACY)
+"""Functions with a finish timeout and no start timeout: a run of theirs can wait in the queue for any time."""
 
 CASES: tuple[Case, ...] = (
-    Case("event/in-time", Source.EVENT, _RULED, 8, _event_case(_in_grace), _event_age),
-    Case("event/beyond-grace", Source.EVENT, _RULED, 2, _event_case(lambda rng, run, sent: _beyond_grace(rng, run)), _event_age),
+    Case("event/in-time", Source.EVENT, _RULED, 8, _event_case(_in_grace), _event_timing),
+    Case("event/beyond-grace", Source.EVENT, _RULED, 2, _event_case(lambda rng, run, sent: _beyond_grace(rng, run)), _event_timing),
     Case("singleton/in-time", Source.SINGLETON, (SINGLE,), 4, _singleton_case(_in_grace)),
     Case("singleton/beyond-grace", Source.SINGLETON, (SINGLE,), 1, _singleton_case(lambda rng, run, sent: _beyond_grace(rng, run))),
-    Case("timeout", Source.TIMEOUT, _TIMED, 8, distract, timeout_age),
+    Case("timeout", Source.TIMEOUT, _TIMED, 8, distract, timeout_timing),
+    Case("timeout/lookup-retried", Source.TIMEOUT, _DECLARED_TIMED, 2, _lookup_retried(distract), timeout_timing),
+    Case("timeout/lookup-failing", Source.TIMEOUT, _DECLARED_TIMED, 2, _lookup_failing(distract), timeout_timing),
     Case("bulk/in-time", Source.BULK, PROFILES, 8, _bulk_in_time),
     Case("bulk/beyond-grace", Source.BULK, PROFILES, 2, _bulk_beyond_grace),
     Case("bulk/listed-then-dropped", Source.BULK, PROFILES, 2, _bulk_listed_then_dropped),
@@ -993,11 +1154,14 @@ CASES: tuple[Case, ...] = (
     Case("manual/no-poll-since-cancellation", Source.MANUAL, PROFILES, 2, _manual_unpolled),
     Case("manual/bulk-if-mismatch", Source.MANUAL, PROFILES, 2, _manual_bulk_if_mismatch),
     Case("manual/window-created-after-cancellation", Source.MANUAL, PROFILES, 1, _manual_window_created_later),
-    Case("ambiguous/event-and-bulk", (Source.EVENT, Source.BULK), _DECLARED_RULED, 2, _ambiguous_event_and_bulk, _event_age),
+    Case("manual/queued-past-finish", Source.MANUAL, _FINISH_ONLY, 4, _manual, _queued_past_finish_timing),
+    Case("manual/queued-past-finish/lookup-failing", Source.MANUAL, _FINISH_ONLY, 1, _lookup_failing(_manual), _queued_past_finish_timing),
+    Case("manual/started-at-start-timeout-age", Source.MANUAL, (IMPORT, DIGEST, BATCH), 3, _manual, _start_band_timing),
+    Case("ambiguous/event-and-bulk", (Source.EVENT, Source.BULK), _DECLARED_RULED, 2, _ambiguous_event_and_bulk, _event_timing),
     Case("ambiguous/singleton-and-bulk", (Source.SINGLETON, Source.BULK), (SINGLE,), 1, _ambiguous_singleton_and_bulk),
-    Case("ambiguous/timeout-and-event", (Source.TIMEOUT, Source.EVENT), (IMPORT,), 2, _ambiguous_timeout_and_event, _start_band_age),
-    Case("ambiguous/timeout-and-bulk", (Source.TIMEOUT, Source.BULK), (IMPORT, DIGEST), 2, _ambiguous_timeout_and_bulk, _start_band_age),
-    Case("ambiguous/timeout-then-late-window", (Source.TIMEOUT, Source.BULK), (IMPORT, DIGEST), 1, _timeout_then_late_window, _start_band_age),
+    Case("ambiguous/timeout-and-event", (Source.TIMEOUT, Source.EVENT), (IMPORT,), 2, _ambiguous_timeout_and_event, _start_band_timing),
+    Case("ambiguous/timeout-and-bulk", (Source.TIMEOUT, Source.BULK), (IMPORT, DIGEST), 2, _ambiguous_timeout_and_bulk, _start_band_timing),
+    Case("ambiguous/timeout-then-late-window", (Source.TIMEOUT, Source.BULK), (IMPORT, DIGEST), 1, _timeout_then_late_window, _start_band_timing),
 )
 
 
@@ -1011,6 +1175,7 @@ def generate(seed: int, runs: int, *, runs_per_scenario: int = 40, cases: tuple[
             f"seed-{seed}-{len(scenarios)}",
             seed=rng.randrange(2**32),
             bulk_polling=rng.random() < 0.85,
+            run_lookups=rng.random() < 0.9,
             grace_ms=rng.choice((MINUTE, 2 * MINUTE, 2 * MINUTE, 5 * MINUTE)),
             poll_interval_ms=rng.choice((15 * SECOND, 30 * SECOND, 30 * SECOND, MINUTE)),
             list_shape=rng.choice(("array", "data", "mixed")),
@@ -1034,7 +1199,8 @@ def _fill_epoch(b: ScenarioBuilder, rng: random.Random, cases: tuple[Case, ...],
         profile = rng.choice(free)
         busy.add(profile)
         cause = rng.choice(case.cause) if isinstance(case.cause, tuple) else case.cause
-        run = b.run(profile, case=case.name, cause=cause, age_ms=case.age(rng, profile))
+        age, started_after = case.timing(rng, profile, cause)
+        run = b.run(profile, case=case.name, cause=cause, age_ms=age, started_after_ms=started_after)
         case.place(b, run)
     if rng.random() < 0.3:
         b.noise(b.moment_ms + rng.randint(-MINUTE, MINUTE))
