@@ -4,16 +4,19 @@ The server syncs two apps: the exporter's `serve` process and a user's app (the
 official Python SDK) whose runs the test cancels by every path Inngest offers:
 a `cancelOn` event, a start timeout, a finish timeout, a singleton in `cancel`
 mode, and the REST API v1, API v2 and the dashboard's GraphQL mutation (a batched
-run among them). The exporter learns of each cancellation only as in production,
-through `/api/inngest`, signatures checked. For every run the test knows the true
-cause and asserts that the exporter's source (its span's attribute) is that cause
-or `unknown`, never another source, and that each run is counted exactly once.
+run among them, and a run that waited in the queue past its finish timeout by
+scheduling time without starting). The exporter learns of each cancellation only
+as in production, through `/api/inngest`, signatures checked. For every run the
+test knows the true cause and asserts that the exporter's source (its span's
+attribute) is that cause or `unknown`, never another source, and that each run is
+counted exactly once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import requests
+import ulid
 
 from tests.conftest import ServeProcess
 from tests.support import inngest_test_app as shop
@@ -91,14 +95,17 @@ def _synced(server: InngestServer) -> bool:
     return len(apps.get(shop.APP_ID) or []) == len(shop.TRIGGERS) + 1 and len(apps.get(EXPORTER_APP_ID) or []) == 2
 
 
-def _first_run(server: InngestServer, event_id: str) -> str:
-    """The run of the shop's function an event triggered, once the server has scheduled it (the exporter runs on a
-    singleton's trigger too: it records it as evidence)."""
+def _first_run(server: InngestServer, event_id: str, *, queued: bool = False) -> str:
+    """The run of the shop's function an event triggered, once the server has scheduled it (`queued`: while it still
+    waits in the queue; the exporter runs on a singleton's trigger too: it records it as evidence)."""
     shop_functions = {function["id"] for function in _apps(server)[shop.APP_ID]}
     found: list[str] = []
 
     def scheduled() -> bool:
-        found[:] = [run["run_id"] for run in server.event_runs(event_id) if run["function_id"] in shop_functions]
+        if queued:
+            found[:] = [run["id"] for run in server.queued_runs(event_id) if run["app"]["id"] == shop.APP_ID]
+        else:
+            found[:] = [run["run_id"] for run in server.event_runs(event_id) if run["function_id"] in shop_functions]
         return bool(found)
 
     eventually(scheduled, timeout=30)
@@ -114,6 +121,7 @@ def _cancel_by_every_path(stack: Stack) -> tuple[list[CancelledRun], set[str]]:
     first_sync = server.send({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": "acme"}})
     server.send(*({"name": shop.TRIGGERS[shop.BATCHED], "data": {"item": i}} for i in range(3)))
     jobs = server.send(*({"name": shop.TRIGGERS[shop.PLAIN], "data": {"job": i}} for i in range(6)))
+    server.send({"name": shop.TRIGGERS[shop.SLOT_HOLDER], "data": {}})
 
     order_runs = [_first_run(server, event) for event in orders]
     report_runs = [_first_run(server, event) for event in reports]
@@ -123,6 +131,10 @@ def _cancel_by_every_path(stack: Stack) -> tuple[list[CancelledRun], set[str]]:
     eventually(lambda: shop.TRIGGERS[shop.BATCHED] in started.values(), timeout=30)
     batch_run = next(run for run, trigger in started.items() if trigger == shop.TRIGGERS[shop.BATCHED])
     job_runs = [_first_run(server, event) for event in jobs]
+    # the shared slot is taken (the REST API lists the holder's run only once its long first request ends)
+    eventually(lambda: shop.TRIGGERS[shop.SLOT_HOLDER] in started.values(), timeout=30)
+    holder_run = next(run for run, trigger in started.items() if trigger == shop.TRIGGERS[shop.SLOT_HOLDER])
+    queued = _first_run(server, server.send({"name": shop.TRIGGERS[shop.QUEUED_PAST_FINISH], "data": {"backup": 1}})[0], queued=True)
     # a cancelOn event applies only to runs scheduled before it was received; the singleton needs its first run going
     eventually(lambda: all(run in started for run in [*order_runs, singleton_run, batch_run, *job_runs]), timeout=30)
 
@@ -136,6 +148,10 @@ def _cancel_by_every_path(stack: Stack) -> tuple[list[CancelledRun], set[str]]:
     # with a concurrency limit of one, the first report run holds the slot; the others wait past their start timeout
     eventually(lambda: len(set(report_runs) & set(started)) >= 1, timeout=30)
     busy = [run for run in report_runs if run in started]
+    # past its finish timeout by scheduling time, and never started: cancelled by hand
+    time.sleep(max(0.0, ulid.ULID.from_str(queued).milliseconds / 1000 + shop.FINISH_TIMEOUT_S + 2 - time.time()))
+    assert queued not in started
+    server.cancel_v1(queued)
     runs = [
         *(CancelledRun(run, shop.CANCEL_ON, "cancelOn event", "event") for run in order_runs),
         *(CancelledRun(run, shop.START_TIMEOUT, "start timeout", "timeout") for run in report_runs if run not in busy),
@@ -145,8 +161,9 @@ def _cancel_by_every_path(stack: Stack) -> tuple[list[CancelledRun], set[str]]:
         *(CancelledRun(run, shop.PLAIN, "REST v1 DELETE", "manual") for run in job_runs[0:2]),
         *(CancelledRun(run, shop.PLAIN, "API v2 cancel", "manual") for run in job_runs[2:4]),
         *(CancelledRun(run, shop.PLAIN, "GraphQL cancelRun", "manual") for run in job_runs[4:6]),
+        CancelledRun(queued, shop.QUEUED_PAST_FINISH, "REST v1 DELETE (queued)", "manual"),
     ]
-    return runs, {*busy, second_sync}
+    return runs, {*busy, second_sync, holder_run}
 
 
 def _sources(stack: Stack) -> dict[str, list[str]]:
@@ -179,6 +196,9 @@ def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
     for run in runs:
         if run.true_source in ("event", "timeout", "singleton"):
             assert sources[run.run_id] == [run.true_source], (run, sources[run.run_id])
+    # each timeout proven by asking the server when the run started, and so was the queued run's age ruled out
+    found = exporter.metric("inngest_cancellation_exporter_run_lookups_total", {"outcome": "found"}) or 0
+    assert found >= sum(run.true_source == "timeout" for run in runs) + 1
     assert (exporter.metric("inngest_cancellation_exporter_events_received_total", {"ingress": "inngest", "outcome": "signal"}) or 0) >= 3
 
     expected = Counter(f"{shop.APP_ID}-{run.function}" for run in runs)
@@ -204,6 +224,7 @@ FIXTURE_FILES = {
     "singleton cancel mode": "function-cancelled-singleton.json",
     "REST v1 DELETE (batched run)": "function-cancelled-batch.json",
     "REST v1 DELETE": "function-cancelled-rest-v1.json",
+    "REST v1 DELETE (queued)": "function-cancelled-rest-v1.json",
     "API v2 cancel": "function-cancelled-api-v2.json",
     "GraphQL cancelRun": "function-cancelled-graphql.json",
 }

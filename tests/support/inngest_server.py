@@ -115,6 +115,12 @@ class InngestServer:
         body = self._json(self.session.get(f"{self.url}/v1/events/{event_id}/runs", headers=self._auth, timeout=10))
         return list(body.get("data") or [])
 
+    def queued_runs(self, event_id: str) -> list[dict[str, Any]]:
+        """The runs an event triggered, those still waiting in the queue included (API v2; REST v1 lists a run behind
+        a busy concurrency slot only once that slot is free)."""
+        body = self._json(self.session.get(f"{self.url}/v2/events/{event_id}/runs", headers=self._auth, timeout=10))
+        return list(body.get("data") or [])
+
     def run(self, run_id: str) -> dict[str, Any]:
         """One run (REST v1): status, function, times."""
         body = self._json(self.session.get(f"{self.url}/v1/runs/{run_id}", headers=self._auth, timeout=10))

@@ -27,6 +27,10 @@ START_TIMEOUT_S = 4
 FINISH_TIMEOUT_S = 4
 BUSY_S = 12.0
 """How long the concurrency-limited function's first run keeps its only slot, so later runs stay queued past START_TIMEOUT_S."""
+SLOT_HELD_S = 45.0
+"""How long SLOT_HOLDER keeps the slot it shares with QUEUED_PAST_FINISH: longer than that run waits to be cancelled."""
+SHARED_SLOT = inngest.Concurrency(limit=1, key='"finish-queue"', scope="env")
+"""One slot for two functions (a concurrency key scoped to the environment)."""
 
 CANCEL_ON = "wait-for-cancel-event"
 START_TIMEOUT = "queued-past-start-timeout"
@@ -34,6 +38,10 @@ FINISH_TIMEOUT = "runs-past-finish-timeout"
 SINGLETON = "singleton-sync"
 BATCHED = "batched-digest"
 PLAIN = "plain-job"
+SLOT_HOLDER = "holds-the-shared-slot"
+QUEUED_PAST_FINISH = "queued-past-finish-timeout"
+"""Has a finish timeout and waits behind SLOT_HOLDER for their one shared slot: it is cancelled by hand, never having
+started, at an age past its finish timeout."""
 RECORDER = "record-outcomes"
 """Subscribes to Inngest's own outcome events, so a test sees exactly what the exporter was sent."""
 
@@ -44,6 +52,8 @@ TRIGGERS = {
     SINGLETON: "shop/sync.requested",
     BATCHED: "shop/digest.item",
     PLAIN: "shop/job.requested",
+    SLOT_HOLDER: "shop/slot.held",
+    QUEUED_PAST_FINISH: "shop/backup.requested",
 }
 CANCEL_SIGNAL = "shop/order.cancelled"
 
@@ -60,6 +70,7 @@ EXPORTER_CONFIG: dict[str, Any] = {
         },
         f"{APP_ID}-{BATCHED}": {"batch_events": True},
         f"{APP_ID}-{PLAIN}": {},
+        f"{APP_ID}-{QUEUED_PAST_FINISH}": {"timeouts": {"finish": f"{FINISH_TIMEOUT_S}s"}},
     },
     "bulk_cancellations": {"poll_interval": "2s"},
 }
@@ -79,6 +90,11 @@ def build_functions(
         started.setdefault(ctx.run_id, ctx.event.name)
         ctx.step.run("hold-the-only-slot", lambda: time.sleep(BUSY_S))
 
+    def hold_slot(ctx: inngest.ContextSync) -> None:
+        # in the run's first request, with no step: the slot is taken by the time it is recorded as started
+        started.setdefault(ctx.run_id, ctx.event.name)
+        time.sleep(SLOT_HELD_S)
+
     def record(ctx: inngest.ContextSync) -> None:
         outcomes.append(ctx.event.model_dump(mode="json"))
 
@@ -92,6 +108,8 @@ def build_functions(
         make(SINGLETON, wait, singleton=inngest.Singleton(key="event.data.account", mode="cancel")),
         make(BATCHED, wait, batch_events=inngest.Batch(max_size=3, timeout=datetime.timedelta(seconds=1))),
         make(PLAIN, wait),
+        make(SLOT_HOLDER, hold_slot, concurrency=[SHARED_SLOT]),
+        make(QUEUED_PAST_FINISH, wait, concurrency=[SHARED_SLOT], timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=FINISH_TIMEOUT_S))),
         client.create_function(
             fn_id=RECORDER,
             retries=0,
