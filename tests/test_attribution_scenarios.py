@@ -211,6 +211,16 @@ def _(b: ScenarioBuilder) -> None:
     b.signal(run, run.cancelled_ms - SECOND, delivered_ms=run.cancelled_ms, rule=rule)
 
 
+@named("timeout: a batched run never started, dequeued ten minutes past its start timeout", Source.TIMEOUT)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, BATCH, Source.TIMEOUT, 12 * MINUTE, started_after_ms=None)
+
+
+@named("manual: a batched run that had started, cancelled by hand ten minutes past its start timeout", Source.MANUAL)
+def _(b: ScenarioBuilder) -> None:
+    cancelled(b, BATCH, Source.MANUAL, 12 * MINUTE, started_after_ms=MINUTE)
+
+
 @named("event: signal exactly at the cancellation counts", Source.EVENT)
 def _(b: ScenarioBuilder) -> None:
     run = cancelled(b, IMPORT, Source.EVENT, 10 * MINUTE)

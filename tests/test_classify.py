@@ -128,6 +128,17 @@ def test_a_start_timeout_needs_a_run_that_never_started(state: StateDB) -> None:
     assert classify(state, cancellation("app-import", 31), looked_up=started(2), **polled)[0] is Source.MANUAL
 
 
+def test_a_batched_run_meets_its_start_timeout_when_dequeued_however_late(state: StateDB) -> None:
+    """A batched run has no eager job: the server cancels it when it is dequeued past its start timeout."""
+    config = {"functions": {"app-batch": {"batch_events": True, "timeouts": {"start": "30s"}}, "app-one": {"timeouts": {"start": "30s"}}}}
+    polled = {"bulk": [], "polled_at_s": 8000, "config": config}
+    assert classify(state, cancellation("app-batch", 600), final=False, **polled)[0] is None  # held for its lookup
+    assert classify(state, cancellation("app-batch", 600), looked_up=started(None), **polled)[0] is Source.TIMEOUT
+    assert classify(state, cancellation("app-batch", 600), looked_up=started(20), **polled)[0] is Source.MANUAL
+    # not batched: its eager job would have ended it at 30 s; ten minutes on, no start timeout is possible
+    assert classify(state, cancellation("app-one", 600), final=False, **polled)[0] is Source.MANUAL
+
+
 @pytest.mark.parametrize("age_s", [7200.2, 31.0])
 def test_an_age_that_admits_a_timeout_is_held_for_the_lookup_and_unknown_without_its_answer(state: StateDB, age_s: float) -> None:
     item = cancellation("app-plain", age_s)

@@ -1,10 +1,11 @@
 """Cancellation source attribution: which evidence explains a cancelled run?
 
 Inngest does not say why a run was cancelled. Each source has its evidence:
-- `timeout`: the run never started and its age matches its start timeout, or it
-  ran (since it started) as long as its finish timeout
-  (exporter.attribution.timeouts); when it started is looked up
-  (exporter.attribution.run_lookups) for the runs whose age admits a timeout;
+- `timeout`: the run never started and its age reached its start timeout (within
+  START_TIMEOUT_TOLERANCE; past it too for a batched function), or it ran (since it
+  started) as long as its finish timeout (exporter.attribution.timeouts); when it
+  started is looked up (exporter.attribution.run_lookups) for the runs whose age
+  admits a timeout;
 - `event`: a configured `cancel_on` signal was received after the run was scheduled
   and by its cancellation, inside the rule's `timeout` from the scheduling, it is
   not the run's own trigger, and its `if` expression holds: what Inngest's server
@@ -146,12 +147,12 @@ class EvidenceClassifier:
         lookup, when its age admits a timeout and one was requested."""
         if fn is None:
             return TimeoutEvidence.RULED_OUT, None
-        evidence = weigh(fn.timeouts, cancellation, None)
+        evidence = weigh(fn, cancellation, None)
         if evidence is not TimeoutEvidence.UNDECIDED or self._lookups is None:
             return evidence, None
         lookup = self._lookups.lookup(tx, cancellation.run_id)
         if lookup is not None and lookup.state is LookupState.FOUND:
-            return weigh(fn.timeouts, cancellation, lookup.start), lookup
+            return weigh(fn, cancellation, lookup.start), lookup
         return evidence, lookup
 
     def _awaits_lookup(self, tx: sqlite3.Connection, cancellation: Cancellation, lookup: Lookup | None) -> bool:

@@ -3,7 +3,7 @@
 What the server does (v1.43, pkg/execution/executor): a **start timeout** cancels a
 run that has not started executing once `start` has passed since it was scheduled
 (its run id's time); an eager job set for that moment does it. Batched runs get no
-eager job: they are cancelled when dequeued, later. A **finish timeout** cancels a
+eager job: they are cancelled when dequeued, however much later. A **finish timeout** cancels a
 run once `finish` has passed since it started executing (the first attempt of its
 first step); its eager job is set when the run starts. So a run that never started
 cannot end by its finish timeout, and a run that started cannot end by its start
@@ -12,14 +12,14 @@ timeout.
 The cancellation event tells when the run was scheduled and when it was cancelled,
 not when (or whether) it started. Its age since scheduling can rule a timeout out:
 below `finish` (less FINISH_TIMEOUT_TOLERANCE) it has not run that long; away from
-`start` (by more than START_TIMEOUT_TOLERANCE) no eager job fired then. It can never
-prove one: a run that waited in the queue reaches `finish` by scheduling time without
-having run that long, and a run cancelled by hand at its start timeout's age may have
-been running for most of it. Where the age leaves a timeout possible, only the run's
-start decides (looked up by exporter.attribution.run_lookups).
+`start` (by more than START_TIMEOUT_TOLERANCE) no eager job fired then, and younger
+than `start` (less the tolerance) a batched run was not dequeued past it. It can
+never prove one: a run that waited in the queue reaches `finish` by scheduling time
+without having run that long, and a run cancelled by hand at its start timeout's
+age may have been running for most of it. Where the age leaves a timeout possible,
+only the run's start decides (looked up by exporter.attribution.run_lookups).
 
-Batched runs dequeued more than START_TIMEOUT_TOLERANCE after their start timeout,
-and eager jobs that late, are outside this model; the README says so.
+An eager job later than START_TIMEOUT_TOLERANCE is outside this model; the README says so.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from exporter.config import Timeouts
+from exporter.config import FunctionConfig
 from exporter.records import Cancellation
 
 START_TIMEOUT_TOLERANCE = 5.0
@@ -55,8 +55,8 @@ class RunStart:
     """Epoch milliseconds of its first step's first attempt; None: it never started."""
 
 
-def weigh(timeouts: Timeouts, cancellation: Cancellation, start: RunStart | None) -> TimeoutEvidence:
-    """Whether the function's `timeouts` ended the run, given its `start` (None: not known).
+def weigh(fn: FunctionConfig, cancellation: Cancellation, start: RunStart | None) -> TimeoutEvidence:
+    """Whether a timeout of the function `fn` ended the run, given its `start` (None: not known).
 
     A run with no usable times (no `ts`, or neither a ULID run id nor a trigger time) is
     RULED_OUT here, as no evidence; the classifier does not take that for the absence of a
@@ -65,9 +65,11 @@ def weigh(timeouts: Timeouts, cancellation: Cancellation, start: RunStart | None
     age = cancellation.age_seconds
     if age is None or cancellation.cancelled_at_ms is None:
         return TimeoutEvidence.RULED_OUT
-    finish = timeouts.finish
+    finish, start_after = fn.timeouts.finish, fn.timeouts.start
     finish_possible = finish is not None and age >= finish - FINISH_TIMEOUT_TOLERANCE
-    start_possible = timeouts.start is not None and abs(age - timeouts.start) <= START_TIMEOUT_TOLERANCE
+    start_possible = start_after is not None and (
+        age >= start_after - START_TIMEOUT_TOLERANCE if fn.batch_events else abs(age - start_after) <= START_TIMEOUT_TOLERANCE
+    )
     if not finish_possible and not start_possible:
         return TimeoutEvidence.RULED_OUT
     if start is None:

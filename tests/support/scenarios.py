@@ -168,8 +168,13 @@ class Profile:
         return self.in_start_band(age_ms)
 
     def in_start_band(self, age_ms: int) -> bool:
-        """Whether the start timeout's eager job fires at `age_ms` since scheduling (the world's band)."""
-        return self.start_ms is not None and abs(age_ms - self.start_ms) <= START_TOLERANCE_MS
+        """Whether the start timeout can end a run that has not started at `age_ms` since scheduling: when its eager
+        job fires (the world's band), or for a batched run (no eager job) when it is dequeued, at or past that."""
+        if self.start_ms is None:
+            return False
+        if self.batched:
+            return age_ms >= self.start_ms - START_TOLERANCE_MS
+        return abs(age_ms - self.start_ms) <= START_TOLERANCE_MS
 
     def timed_out(self, age_ms: int, running_ms: int | None) -> bool:
         """Whether a timeout of this function ends a run cancelled `age_ms` after it was scheduled and `running_ms`
@@ -846,7 +851,7 @@ def safe_age(rng: random.Random, profile: Profile, *, upper_ms: int | None = Non
     edges = [profile.finish_ms - FINISH_TOLERANCE_MS - 1] if profile.finish_ms is not None else []
     if profile.start_ms is not None:
         edges += [profile.start_ms - START_TOLERANCE_MS - 1, profile.start_ms + START_TOLERANCE_MS + 1]
-    edges = [edge for edge in edges if SECOND <= edge <= upper]
+    edges = [edge for edge in edges if SECOND <= edge <= upper and not profile.timeout_possible(edge)]
     if edges and rng.random() < 0.2:
         return rng.choice(edges)
     while True:
@@ -879,9 +884,7 @@ def timeout_timing(rng: random.Random, profile: Profile, cause: Source) -> Timin
     (before its start timeout would fire, when it has one)."""
     bands = (["start"] if profile.start_ms is not None else []) + (["finish"] if profile.finish_ms is not None else [])
     if rng.choice(bands) == "start":
-        assert profile.start_ms is not None
-        low, high = profile.start_ms - START_TOLERANCE_MS, profile.start_ms + START_TOLERANCE_MS
-        return rng.choice((low, high, rng.randint(low, high))), None
+        return _start_band_age(rng, profile), None
     assert profile.finish_ms is not None
     low, high = profile.finish_ms - FINISH_TOLERANCE_MS, profile.finish_ms + 20 * SECOND
     running = rng.choice((low, high, rng.randint(low, high)))
@@ -890,12 +893,19 @@ def timeout_timing(rng: random.Random, profile: Profile, cause: Source) -> Timin
     return wait + running, wait
 
 
+def _start_band_age(rng: random.Random, profile: Profile) -> int:
+    """An age at which a start timeout can end a run that never started, the tolerance edges included: its eager
+    job's band, or for a batched run up to ten minutes past it (dequeued late)."""
+    assert profile.start_ms is not None
+    low, high = profile.start_ms - START_TOLERANCE_MS, profile.start_ms + (10 * MINUTE if profile.batched else START_TOLERANCE_MS)
+    return rng.choice((low, high, rng.randint(low, high)))
+
+
 def _start_band_timing(rng: random.Random, profile: Profile, cause: Source) -> Timing:
-    """An age at which the start timeout's eager job fires: the run never started when the timeout ended it, and had
+    """An age at which a start timeout can end a run: the run never started when the timeout ended it, and had
     started (before then) when something else did."""
-    assert profile.start_ms is not None and profile.latest_start_ms is not None
-    low, high = profile.start_ms - START_TOLERANCE_MS, profile.start_ms + START_TOLERANCE_MS
-    age = rng.choice((low, high, rng.randint(low, high)))
+    assert profile.latest_start_ms is not None
+    age = _start_band_age(rng, profile)
     return age, None if cause is Source.TIMEOUT else rng.randint(0, min(age, profile.latest_start_ms))
 
 
