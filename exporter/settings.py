@@ -59,7 +59,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals, singleton triggers, bulk windows and its run lookup (e.g. 2m)."),
     SettingSpec(
         "run_lookups", "EXPORTER_RUN_LOOKUPS",
-        "Look up (GET /v2/runs/{id}) when a run whose age may be a timeout's started executing; off: such runs are unknown.",
+        "Ask Inngest (GET /v2/runs/{id}) when a run started, for the runs whose age admits a timeout; off: those are unknown.",
     ),
     SettingSpec("run_lookup_rate", "EXPORTER_RUN_LOOKUP_RATE", "Most run lookup requests per second to Inngest's REST API."),
     SettingSpec("run_lookup_concurrency", "EXPORTER_RUN_LOOKUP_CONCURRENCY", "Most run lookups in flight at once."),
