@@ -62,6 +62,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+NO_API = "http://127.0.0.1:9"
+"""Inngest's REST API for tests that do not start one: a closed loopback port, so that bulk polls and run
+lookups fail here at once and never leave the machine for the default, Inngest Cloud."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,6 +89,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     def build(config: dict[str, Any] | Config | None = None, **env: str) -> Flask:
         environ = {
             "EXPORTER_STATE_DIR": str(tmp_path / "state"),
+            "INNGEST_API_BASE_URL": NO_API,
             "INNGEST_SIGNING_KEY": SIGNING_KEY,
             "EXPORTER_INGEST_TOKEN": INGEST_TOKEN,
             **env,
@@ -111,6 +117,7 @@ class ServeProcess:
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DD_", "INNGEST_", "EXPORTER_"))},
             "EXPORTER_STATE_DIR": str(state_dir),
+            "INNGEST_API_BASE_URL": NO_API,
             "INNGEST_SIGNING_KEY": SIGNING_KEY,
             "EXPORTER_INGEST_TOKEN": INGEST_TOKEN,
             **env,

@@ -9,12 +9,15 @@ scheduling time without starting). The exporter learns of each cancellation only
 as in production, through `/api/inngest`, signatures checked. For every run the
 test knows the true cause and asserts that the exporter's source (its span's
 attribute) is that cause or `unknown`, never another source, and that each run is
-counted exactly once.
+counted exactly once. A labelled mix of over 200 such runs, on a server declared
+without bulk cancellation, must come out with every true source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import os
 import time
 from collections import Counter
@@ -57,10 +60,23 @@ class Stack:
 
 @pytest.fixture(params=["start", "dev"], ids=["inngest-start", "inngest-dev"])
 def stack(request: pytest.FixtureRequest, serve: Callable[..., ServeProcess], tmp_path: Path) -> Iterator[Stack]:
-    """A real Inngest server syncing the exporter and the shop app; spans go to a local OTLP receiver."""
-    mode: Mode = request.param
+    """A real Inngest server syncing the exporter and the shop app, as a user declares it; spans go to a local OTLP receiver."""
+    with _stack(request.param, shop.EXPORTER_CONFIG, serve, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def declared_stack(serve: Callable[..., ServeProcess], tmp_path: Path) -> Iterator[Stack]:
+    """`inngest start`, with the exporter told what such a server is: one without bulk cancellation."""
+    config = {**shop.EXPORTER_CONFIG, "bulk_cancellations": {"available": False}}
+    with _stack("start", config, serve, tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _stack(mode: Mode, exporter_config: dict[str, Any], serve: Callable[..., ServeProcess], tmp_path: Path) -> Iterator[Stack]:
     config = tmp_path / "config.yaml"
-    config.write_text(json.dumps(shop.EXPORTER_CONFIG))
+    config.write_text(json.dumps(exporter_config))
     server = InngestServer(mode, tmp_path, [])
     with OtlpHttpReceiver() as spans, shop.TestApp(server_url=server.url, signing_key=server.signing_key if mode == "start" else None) as app:
         env = {
@@ -73,7 +89,7 @@ def stack(request: pytest.FixtureRequest, serve: Callable[..., ServeProcess], tm
         if mode == "start":
             env |= {"INNGEST_SIGNING_KEY": server.signing_key, "INNGEST_API_BASE_URL": server.url}
         else:
-            env |= {"INNGEST_DEV": server.url, "INNGEST_SIGNING_KEY": ""}
+            env |= {"INNGEST_DEV": server.url, "INNGEST_SIGNING_KEY": "", "INNGEST_API_BASE_URL": ""}  # the default: the dev server
         exporter = serve("--config", str(config), **env)
         server.sdk_urls = [app.serve_url, f"{exporter.url}/api/inngest"]
         with server:
@@ -112,58 +128,69 @@ def _first_run(server: InngestServer, event_id: str, *, queued: bool = False) ->
     return found[0]
 
 
-def _cancel_by_every_path(stack: Stack) -> tuple[list[CancelledRun], set[str]]:
-    """Start runs of every shop function and cancel them by every path; the cancelled runs, and runs that must not be counted."""
+def _cancel_by_every_path(stack: Stack, scale: int = 1) -> tuple[list[CancelledRun], set[str]]:
+    """Start runs of every shop function and cancel them by every path, `scale` times over (17 runs each time, sent
+    before any is cancelled, so every path's runs are live at once); the cancelled runs, and runs that must not be counted."""
     server, started = stack.inngest, stack.app.started
-    orders = server.send(*({"name": shop.TRIGGERS[shop.CANCEL_ON], "data": {"order_id": f"o-{i}"}} for i in range(3)))
-    reports = server.send(*({"name": shop.TRIGGERS[shop.START_TIMEOUT], "data": {"report": i}} for i in range(4)))
-    exports = server.send(*({"name": shop.TRIGGERS[shop.FINISH_TIMEOUT], "data": {"export": i}} for i in range(2)))
-    first_sync = server.send({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": "acme"}})
-    server.send(*({"name": shop.TRIGGERS[shop.BATCHED], "data": {"item": i}} for i in range(3)))
-    jobs = server.send(*({"name": shop.TRIGGERS[shop.PLAIN], "data": {"job": i}} for i in range(6)))
+    orders = server.send(*({"name": shop.TRIGGERS[shop.CANCEL_ON], "data": {"order_id": f"o-{i}"}} for i in range(3 * scale)))
+    reports = server.send(*({"name": shop.TRIGGERS[shop.START_TIMEOUT], "data": {"report": i}} for i in range(3 * scale + 1)))
+    exports = server.send(*({"name": shop.TRIGGERS[shop.FINISH_TIMEOUT], "data": {"export": i}} for i in range(2 * scale)))
+    first_syncs = server.send(*({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": f"a-{i}"}} for i in range(scale)))
+    server.send(*({"name": shop.TRIGGERS[shop.BATCHED], "data": {"item": i}} for i in range(3 * scale)))
+    jobs = server.send(*({"name": shop.TRIGGERS[shop.PLAIN], "data": {"job": i}} for i in range(6 * scale)))
     server.send({"name": shop.TRIGGERS[shop.SLOT_HOLDER], "data": {}})
 
     order_runs = [_first_run(server, event) for event in orders]
     report_runs = [_first_run(server, event) for event in reports]
     export_runs = [_first_run(server, event) for event in exports]
-    singleton_run = _first_run(server, first_sync[0])
-    # the REST API does not link a batch's events to its run: the app tells which run got them
-    eventually(lambda: shop.TRIGGERS[shop.BATCHED] in started.values(), timeout=30)
-    batch_run = next(run for run, trigger in started.items() if trigger == shop.TRIGGERS[shop.BATCHED])
+    singleton_runs = [_first_run(server, event) for event in first_syncs]
+    # the REST API does not link a batch's events to its run: the app tells which runs got them
+    eventually(lambda: _runs_of(started, shop.BATCHED) == scale, timeout=60)
+    batch_runs = [run for run, trigger in started.items() if trigger == shop.TRIGGERS[shop.BATCHED]]
     job_runs = [_first_run(server, event) for event in jobs]
     # the shared slot is taken (the REST API lists the holder's run only once its long first request ends)
-    eventually(lambda: shop.TRIGGERS[shop.SLOT_HOLDER] in started.values(), timeout=30)
+    eventually(lambda: _runs_of(started, shop.SLOT_HOLDER) == 1, timeout=30)
     holder_run = next(run for run, trigger in started.items() if trigger == shop.TRIGGERS[shop.SLOT_HOLDER])
-    queued = _first_run(server, server.send({"name": shop.TRIGGERS[shop.QUEUED_PAST_FINISH], "data": {"backup": 1}})[0], queued=True)
-    # a cancelOn event applies only to runs scheduled before it was received; the singleton needs its first run going
-    eventually(lambda: all(run in started for run in [*order_runs, singleton_run, batch_run, *job_runs]), timeout=30)
+    backups = server.send(*({"name": shop.TRIGGERS[shop.QUEUED_PAST_FINISH], "data": {"backup": i}} for i in range(scale)))
+    queued = [_first_run(server, event, queued=True) for event in backups]
+    # a cancelOn event applies only to runs scheduled before it was received; a singleton needs its first run going
+    eventually(lambda: all(run in started for run in [*order_runs, *singleton_runs, *batch_runs, *job_runs]), timeout=60)
 
-    server.send(*({"name": shop.CANCEL_SIGNAL, "data": {"order_id": f"o-{i}"}} for i in range(3)))
-    second_sync = _first_run(server, server.send({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": "acme"}})[0])
-    server.cancel_v1(batch_run)
-    for cancel, pair in zip((server.cancel_v1, server.cancel_v2, server.cancel_graphql), (job_runs[0:2], job_runs[2:4], job_runs[4:6])):
-        for run in pair:
-            cancel(run)
+    server.send(*({"name": shop.CANCEL_SIGNAL, "data": {"order_id": f"o-{i}"}} for i in range(3 * scale)))
+    second_syncs = server.send(*({"name": shop.TRIGGERS[shop.SINGLETON], "data": {"account": f"a-{i}"}} for i in range(scale)))
+    by_hand = [
+        *((server.cancel_v1, run, "REST v1 DELETE (batched run)") for run in batch_runs),
+        *((server.cancel_v1, run, "REST v1 DELETE") for run in job_runs[0::3]),
+        *((server.cancel_v2, run, "API v2 cancel") for run in job_runs[1::3]),
+        *((server.cancel_graphql, run, "GraphQL cancelRun") for run in job_runs[2::3]),
+    ]
+    random.Random(scale).shuffle(by_hand)  # the paths interleaved
+    for cancel, run, _ in by_hand:
+        cancel(run)
+    second_runs = [_first_run(server, event) for event in second_syncs]
 
     # with a concurrency limit of one, the first report run holds the slot; the others wait past their start timeout
     eventually(lambda: len(set(report_runs) & set(started)) >= 1, timeout=30)
     busy = [run for run in report_runs if run in started]
     # past its finish timeout by scheduling time, and never started: cancelled by hand
-    time.sleep(max(0.0, ulid.ULID.from_str(queued).milliseconds / 1000 + shop.FINISH_TIMEOUT_S + 2 - time.time()))
-    assert queued not in started
-    server.cancel_v1(queued)
+    for run in queued:
+        time.sleep(max(0.0, ulid.ULID.from_str(run).milliseconds / 1000 + shop.FINISH_TIMEOUT_S + 2 - time.time()))
+        assert run not in started
+        server.cancel_v1(run)
     runs = [
         *(CancelledRun(run, shop.CANCEL_ON, "cancelOn event", "event") for run in order_runs),
         *(CancelledRun(run, shop.START_TIMEOUT, "start timeout", "timeout") for run in report_runs if run not in busy),
         *(CancelledRun(run, shop.FINISH_TIMEOUT, "finish timeout", "timeout") for run in export_runs),
-        CancelledRun(singleton_run, shop.SINGLETON, "singleton cancel mode", "singleton"),
-        CancelledRun(batch_run, shop.BATCHED, "REST v1 DELETE (batched run)", "manual"),
-        *(CancelledRun(run, shop.PLAIN, "REST v1 DELETE", "manual") for run in job_runs[0:2]),
-        *(CancelledRun(run, shop.PLAIN, "API v2 cancel", "manual") for run in job_runs[2:4]),
-        *(CancelledRun(run, shop.PLAIN, "GraphQL cancelRun", "manual") for run in job_runs[4:6]),
-        CancelledRun(queued, shop.QUEUED_PAST_FINISH, "REST v1 DELETE (queued)", "manual"),
+        *(CancelledRun(run, shop.SINGLETON, "singleton cancel mode", "singleton") for run in singleton_runs),
+        *(CancelledRun(run, shop.BATCHED if "batched" in path else shop.PLAIN, path, "manual") for _, run, path in by_hand),
+        *(CancelledRun(run, shop.QUEUED_PAST_FINISH, "REST v1 DELETE (queued)", "manual") for run in queued),
     ]
-    return runs, {*busy, second_sync, holder_run}
+    return runs, {*busy, *second_runs, holder_run}
+
+
+def _runs_of(started: dict[str, str], function: str) -> int:
+    """How many runs of the shop's `function` the app saw start."""
+    return sum(trigger == shop.TRIGGERS[function] for trigger in started.values())
 
 
 def _sources(stack: Stack) -> dict[str, list[str]]:
@@ -177,9 +204,45 @@ def _sources(stack: Stack) -> dict[str, list[str]]:
 
 def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
     runs, not_cancelled = _cancel_by_every_path(stack)
+    sources = _counted_once_and_never_wrong(stack, runs, not_cancelled)
+    # the evidence that reached the exporter through Inngest decides: signals, timeouts and singleton triggers are
+    # not left unknown
+    for run in runs:
+        if run.true_source in ("event", "timeout", "singleton"):
+            assert sources[run.run_id] == [run.true_source], (run, sources[run.run_id])
+    exporter = stack.exporter
+    # each timeout proven by asking the server when the run started, and so was the queued run's age ruled out
+    found = exporter.metric("inngest_cancellation_exporter_run_lookups_total", {"outcome": "found"}) or 0
+    assert found >= sum(run.true_source == "timeout" for run in runs) + 1
+    assert (exporter.metric("inngest_cancellation_exporter_events_received_total", {"ingress": "inngest", "outcome": "signal"}) or 0) >= 3
+    # these servers have no bulk cancellation list: said once, in a metric, and nothing waits for it
+    assert exporter.metric("inngest_cancellation_exporter_bulk_list_available") == 0
+    assert exporter.log().count("does not offer the bulk cancellation list") == 1, exporter.log()[-3000:]
+    _check_fixtures(stack.app.outcomes, runs)
+
+
+def test_a_labelled_mix_of_runs_on_a_server_declared_without_bulk_cancellation(declared_stack: Stack) -> None:
+    """Over 200 runs of every path, interleaved, a share queued behind concurrency limits: each gets its true source.
+
+    Declared without bulk cancellation, as `inngest start` is, so `manual` is concluded by
+    elimination; every run's evidence reaches the exporter, so none is left `unknown`.
+    """
+    runs, not_cancelled = _cancel_by_every_path(declared_stack, scale=12)
+    assert len(runs) >= 200
+    sources = _counted_once_and_never_wrong(declared_stack, runs, not_cancelled)
+    assert [run for run in runs if sources[run.run_id] != [run.true_source]] == []
+
+
+def _counted_once_and_never_wrong(stack: Stack, runs: list[CancelledRun], not_cancelled: set[str]) -> dict[str, list[str]]:
+    """What every real-server test asserts once the runs are cancelled; each run's source(s), by run id.
+
+    Every run is reported once (its span) and counted once (/metrics, which promtool accepts),
+    with its true source or `unknown`, never another; no run that was not cancelled is reported.
+    Prints the table of sources per path.
+    """
     server, exporter = stack.inngest, stack.exporter
-    eventually(lambda: all(server.run(run.run_id)["status"] == "Cancelled" for run in runs), timeout=60)
-    eventually(lambda: {run.run_id for run in runs} <= set(_sources(stack)), timeout=90)
+    eventually(lambda: all(server.run(run.run_id)["status"] == "Cancelled" for run in runs), timeout=120)
+    eventually(lambda: {run.run_id for run in runs} <= set(_sources(stack)), timeout=120)
     eventually(lambda: exporter.metric("inngest_cancellation_exporter_pending_classifications") == 0, timeout=60)
 
     sources = _sources(stack)
@@ -191,16 +254,6 @@ def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
     assert not not_cancelled & set(sources), "a run that was not cancelled was reported"
     assert set(sources) == {run.run_id for run in runs}
 
-    # the evidence that reached the exporter through Inngest decides: signals, timeouts and singleton triggers are
-    # not left unknown
-    for run in runs:
-        if run.true_source in ("event", "timeout", "singleton"):
-            assert sources[run.run_id] == [run.true_source], (run, sources[run.run_id])
-    # each timeout proven by asking the server when the run started, and so was the queued run's age ruled out
-    found = exporter.metric("inngest_cancellation_exporter_run_lookups_total", {"outcome": "found"}) or 0
-    assert found >= sum(run.true_source == "timeout" for run in runs) + 1
-    assert (exporter.metric("inngest_cancellation_exporter_events_received_total", {"ingress": "inngest", "outcome": "signal"}) or 0) >= 3
-
     expected = Counter(f"{shop.APP_ID}-{run.function}" for run in runs)
     for function_id, count in expected.items():
         counted = sum(
@@ -209,12 +262,8 @@ def test_every_cancellation_path_through_the_real_server(stack: Stack) -> None:
         )
         assert counted == count, (function_id, counted, count)
     assert_promtool_passes(requests.get(f"{exporter.url}/metrics", timeout=5).content)
-
-    # these servers have no bulk cancellation list: said once, in a metric, and nothing waits for it
-    assert exporter.metric("inngest_cancellation_exporter_bulk_list_available") == 0
-    assert exporter.log().count("does not offer the bulk cancellation list") == 1, exporter.log()[-3000:]
     assert "Traceback" not in exporter.log()
-    _check_fixtures(stack.app.outcomes, runs)
+    return sources
 
 
 FIXTURE_FILES = {
