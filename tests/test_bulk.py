@@ -15,15 +15,12 @@ import ulid
 from prometheus_client import CollectorRegistry
 
 from exporter import clock
-from exporter.attribution import bulk
-from exporter.attribution.bulk import (
-    MAX_PAGES,
+from exporter.attribution import bulk_list
+from exporter.attribution.bulk import MAX_PAGES, UNAVAILABLE_AFTER_SERVER_ERRORS, BulkPoller, BulkWindowStore
+from exporter.attribution.bulk_list import (
     NO_LOWER_BOUND_MS,
-    UNAVAILABLE_AFTER_SERVER_ERRORS,
     BacklogCancellation,
-    BulkPoller,
     BulkWindow,
-    BulkWindowStore,
     RunCancellation,
     parse_cancellations,
     rfc3339_ms,
@@ -228,7 +225,7 @@ class Python310Datetime(datetime):
 
 
 def test_the_server_timestamps_are_read_on_python_3_10(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bulk, "datetime", Python310Datetime)
+    monkeypatch.setattr(bulk_list, "datetime", Python310Datetime)
     (item,), problems = parse_cancellations(
         [listed(started_after="2024-01-21T18:23:12Z", started_before="2024-01-22T14:22:42.130000001Z")]
     )

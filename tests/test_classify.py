@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 import ulid
 
-from exporter.attribution.bulk import (
-    NO_LOWER_BOUND_MS, BacklogCancellation, BulkWindow, BulkWindowStore, Listed, RunCancellation,
-)
+from exporter.attribution.bulk import BulkWindowStore
+from exporter.attribution.bulk_list import NO_LOWER_BOUND_MS, BacklogCancellation, BulkWindow, Listed, RunCancellation
 from exporter.attribution.classify import EvidenceClassifier
 from exporter.attribution.run_lookups import LookupState, RunLookupStore
 from exporter.attribution.timeouts import RunStart

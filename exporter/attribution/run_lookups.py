@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from exporter import clock
-from exporter.attribution.bulk import rfc3339_ms
+from exporter.attribution.bulk_list import rfc3339_ms
 from exporter.attribution.inngest_api import ApiFailure, FailureLog, InngestApi
 from exporter.attribution.timeouts import RunStart
 from exporter.health import HealthMetrics

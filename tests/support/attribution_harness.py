@@ -25,7 +25,8 @@ from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry
 
-from exporter.attribution.bulk import BulkWindowStore, parse_cancellations
+from exporter.attribution.bulk import BulkWindowStore
+from exporter.attribution.bulk_list import parse_cancellations
 from exporter.attribution.classify import EvidenceClassifier
 from exporter.attribution.run_lookups import RunLookups, RunLookupStore
 from exporter.config import parse_config
