@@ -100,9 +100,8 @@ def _stack(mode: Mode, exporter_config: dict[str, Any], serve: Callable[..., Ser
 
 def _apps(server: InngestServer) -> dict[str, list[dict[str, str]]]:
     """The synced apps' functions (`id`, `slug`), by app id."""
-    query = "{ apps { externalID functions { id slug } } }"
-    answer = server.session.post(f"{server.url}/v0/gql", json={"query": query}, headers=server._auth, timeout=5)
-    return {app["externalID"]: app["functions"] or [] for app in (answer.json().get("data") or {}).get("apps") or []}
+    apps = server.graphql("{ apps { externalID functions { id slug } } }")["apps"] or []
+    return {app["externalID"]: app["functions"] or [] for app in apps}
 
 
 def _synced(server: InngestServer) -> bool:

@@ -136,12 +136,7 @@ class InngestServer:
 
     def cancel_graphql(self, run_id: str) -> None:
         """The dashboard's `cancelRun` mutation, as its Cancel button sends it."""
-        query = "mutation CancelRun($runID: ULID!) { cancelRun(runID: $runID) { id } }"
-        body = self._json(self.session.post(
-            f"{self.url}/v0/gql", json={"query": query, "variables": {"runID": run_id}}, headers=self._auth, timeout=10,
-        ))
-        if body.get("errors"):
-            raise AssertionError(f"cancelRun {run_id}: {body['errors']}")
+        self.graphql("mutation CancelRun($runID: ULID!) { cancelRun(runID: $runID) { id } }", {"runID": run_id})
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """The `data` of a query to the dashboard's GraphQL API (apps, runs and their times); AssertionError on errors."""
@@ -151,7 +146,3 @@ class InngestServer:
         if body.get("errors"):
             raise AssertionError(f"GraphQL: {body['errors']}")
         return dict(body["data"])
-
-    def cancellation_list(self) -> requests.Response:
-        """`GET /v1/cancellations` as the exporter's poller asks for it."""
-        return self.session.get(f"{self.url}/v1/cancellations", headers=self._auth, timeout=10)
