@@ -14,8 +14,9 @@ from exporter import clock
 from exporter.attribution.pending import PendingStore
 from exporter.attribution.signals import SignalStore
 from exporter.dedupe import Dedupe
-from exporter.records import Cancellation, Signal
+from exporter.records import Signal
 from exporter.state import StateDB
+from tests.support.classified import make_classified
 
 
 def test_run_is_claimed_once_even_across_a_restart(tmp_path: Path) -> None:
@@ -110,21 +111,17 @@ def test_a_record_kept_in_one_table_by_an_earlier_version_keeps_its_run_ids_and_
 def test_runs_held_by_an_earlier_version_are_kept_and_new_ones_are_found_by_function(tmp_path: Path) -> None:
     """Held runs from a version that stored no function id still come out when due; runs held now are found by function."""
     state = StateDB(tmp_path)
-    earlier = cancellation_record("01JDJKGTGDVV4DTXHY6XYB7BKK", "app-fn")
+    earlier = make_classified("01JDJKGTGDVV4DTXHY6XYB7BKK", function_id="app-fn").cancellation
     with state.transaction() as tx:
         tx.execute("CREATE TABLE pending (run_id TEXT PRIMARY KEY, due_at_ms INTEGER NOT NULL, record TEXT NOT NULL) WITHOUT ROWID")
         tx.execute("INSERT INTO pending VALUES (?, ?, ?)", (earlier.run_id, 100, json.dumps(dataclasses.asdict(earlier))))
     pending = PendingStore(state)
-    now = cancellation_record("01JDJKGTGDVV4DTXHY6XYB7BKM", "app-fn")
+    now = make_classified("01JDJKGTGDVV4DTXHY6XYB7BKM", function_id="app-fn").cancellation
     with state.transaction() as tx:
         pending.hold(tx, now, 200)
         assert [held.run_id for held in pending.of_functions(tx, {"app-fn"}, 10)] == [now.run_id]
         assert [held.run_id for held in pending.due(tx, 1000, 10)] == [earlier.run_id, now.run_id]
     state.close()
-
-
-def cancellation_record(run_id: str, function_id: str) -> Cancellation:
-    return Cancellation(run_id, function_id, "inngest/function.cancelled", run_id, 2, 1, None, 3)
 
 
 def test_signals_kept_by_an_earlier_version_by_their_ts_are_found_by_when_inngest_received_them(tmp_path: Path) -> None:
