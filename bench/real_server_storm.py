@@ -50,17 +50,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import inngest
-import inngest.flask
 import requests
-from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from bench.performance import Figure, ForeignLoad, Problem, _busy_seconds, _server_env, machine, memory_mb, render, serving
 from bench.standins import Standins
 from exporter.ingress_inngest import APP_ID as EXPORTER_APP_ID, FUNCTION_ID as EXPORTER_FUNCTION_ID
-from tests.conftest import ServeProcess, free_port
+from tests.conftest import ServeProcess
 from tests.support.inngest_server import BINARY, InngestServer
+from tests.support.inngest_test_app import SdkApp
 from tests.support.otlp_receiver import OtlpHttpReceiver
 from tests.support.processes import children
 
@@ -91,44 +89,29 @@ OUTBOX = "inngest_cancellation_exporter_datadog_outbox_depth"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class StormApp:
+class StormApp(SdkApp):
     """The user's app: one function whose runs each sleep until the one cancel event ends them all; a context manager.
 
-    Served by werkzeug in this process, as tests.support.inngest_test_app serves the
-    real-server suite's shop. Not the shop itself: its recorder function subscribes
-    to every run's outcome, which would double the server's work during the storm.
+    Served by werkzeug in this process, as the real-server suite serves its shop. Not the
+    shop itself: its recorder function subscribes to every run's outcome, which would
+    double the server's work during the storm.
     """
 
     def __init__(self, server: InngestServer) -> None:
-        self.port = free_port()
-        self.serve_url = f"http://127.0.0.1:{self.port}/api/inngest"
         self.started: set[str] = set()
         """The runs the app saw begin: each is scheduled, with its cancelOn rule, and about to sleep."""
-        client = inngest.Inngest(
-            app_id=APP_ID, is_production=True, signing_key=server.signing_key,
-            api_base_url=server.url, event_api_base_url=server.url,
-        )
-        function = client.create_function(
+        super().__init__(APP_ID, server_url=server.url, signing_key=server.signing_key, build=self._functions)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request: thousands of them
+
+    def _functions(self, client: inngest.Inngest) -> list[inngest.Function[None]]:
+        return [client.create_function(
             fn_id=FUNCTION, trigger=inngest.TriggerEvent(event=TRIGGER), retries=0,
             cancel=[inngest.Cancel(event=CANCEL_ALL, if_exp=MATCH, timeout=HOLD)],
-        )(self._sleep)
-        app = Flask(APP_ID)
-        inngest.flask.serve(app, client, [function])
-        self._server: BaseWSGIServer = make_server("127.0.0.1", self.port, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="storm-app", daemon=True)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request: thousands of them
+        )(self._sleep)]
 
     def _sleep(self, ctx: inngest.ContextSync) -> None:
         self.started.add(ctx.run_id)
         ctx.step.sleep("until-cancelled", HOLD)
-
-    def __enter__(self) -> "StormApp":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._thread.join(10)
 
 
 class TimingRelay:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -14,7 +13,6 @@ import pytest
 import ulid
 from flask import Flask
 from inngest.experimental import mocked
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from exporter.app import create_app
 from exporter.config import Config
@@ -23,17 +21,11 @@ from exporter.parsing import CANCELLED
 from exporter.settings import load_settings
 from exporter.state import StateUnavailable
 from tests.conftest import ServeProcess, free_port
+from tests.support.http import serve_in_thread
 from tests.support.inngest_driver import MAX_ATTEMPTS, InngestDriver, SyncedFunction
 from tests.support.payloads import FALLBACK_KEY, OTHER_KEY, SIGNING_KEY, cancellation, fixture_event
 
 FUNCTION_ID = f"{APP_ID}-record-cancellation"
-
-
-def _serve_in_thread(app: Flask, port: int) -> tuple[BaseWSGIServer, threading.Thread]:
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name=f"wsgi-{port}", daemon=True)
-    thread.start()
-    return server, thread
 
 
 class InProcessServe(ServeProcess):
@@ -41,7 +33,7 @@ class InProcessServe(ServeProcess):
 
     def start(self) -> "InProcessServe":
         self.app = create_app(load_settings(self._env), Config(), self._env)
-        self._server, self._thread = _serve_in_thread(self.app, self.port)
+        self._server, self._thread = serve_in_thread(self.app, self.port, f"wsgi-{self.port}")
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -236,7 +228,7 @@ def test_driver_feeds_step_results_back_until_the_function_returns() -> None:
         return [first, ctx.step.run("second", lambda: first * 10)]
 
     inngest.flask.serve(app, client, [two_steps])
-    server, thread = _serve_in_thread(app, free_port())
+    server, thread = serve_in_thread(app, free_port(), "wsgi-steps")
     try:
         driver = InngestDriver(f"http://127.0.0.1:{server.server_port}", SIGNING_KEY)
         result = driver.invoke(driver.sync().function_for("test/go"), {"name": "test/go", "data": {"n": 1}, "id": "e1", "ts": 1})

@@ -1,9 +1,21 @@
-"""Shared pieces of the local HTTP servers the tests stand up in place of Datadog and a collector."""
+"""Shared pieces of the local HTTP servers the tests stand up in place of Datadog and a collector, or for apps."""
 
 from __future__ import annotations
 
+import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Mapping
+
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+def serve_in_thread(app: Flask, port: int, name: str) -> tuple[BaseWSGIServer, threading.Thread]:
+    """`app` on werkzeug's threaded server on 127.0.0.1:`port`, already serving from a daemon thread called `name`."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    return server, thread
 
 
 class QuietHandler(BaseHTTPRequestHandler):

@@ -2,23 +2,22 @@
 
 Served over HTTP in the test process and synced by the real server, beside the
 exporter. Each function exists to be cancelled one way; `EXPORTER_CONFIG` is what a
-user would declare to the exporter for them, and `TRUE_SOURCE` the source each way
-of cancelling really is.
+user would declare to the exporter for them. `SdkApp` serves any such app (the
+storm benchmark's too).
 """
 
 from __future__ import annotations
 
 import datetime
-import threading
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import inngest
 import inngest.flask
 from flask import Flask
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from tests.conftest import free_port
+from tests.support.http import serve_in_thread
 
 APP_ID = "e2e-shop"
 HOLD = datetime.timedelta(minutes=10)
@@ -122,32 +121,52 @@ def build_functions(
     ]
 
 
-class TestApp:
-    """The app on werkzeug's threaded server in this process; a context manager."""
+_App = TypeVar("_App", bound="SdkApp")
 
-    __test__ = False  # not a pytest test class
 
-    def __init__(self, *, server_url: str, signing_key: str | None) -> None:
+class SdkApp:
+    """A user's Inngest app on the official Python SDK, on werkzeug's threaded server in this process; a context manager.
+
+    Production mode with a signing key (`inngest start`), development mode without one
+    (`inngest dev`); `build` makes its functions on the client.
+    """
+
+    def __init__(
+        self, app_id: str, *, server_url: str, signing_key: str | None,
+        build: Callable[[inngest.Inngest], list[inngest.Function[Any]]],
+    ) -> None:
+        self.app_id = app_id
         self.port = free_port()
         self.serve_url = f"http://127.0.0.1:{self.port}/api/inngest"
-        self.started: dict[str, str] = {}
-        self.outcomes: list[dict[str, Any]] = []
-        client = inngest.Inngest(
-            app_id=APP_ID,
+        self._client = inngest.Inngest(
+            app_id=app_id,
             is_production=signing_key is not None,
             signing_key=signing_key,
             api_base_url=server_url,
             event_api_base_url=server_url,
         )
-        app = Flask(APP_ID)
-        inngest.flask.serve(app, client, build_functions(client, self.started, self.outcomes))
-        self._server: BaseWSGIServer = make_server("127.0.0.1", self.port, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="e2e-app", daemon=True)
+        self._build = build
 
-    def __enter__(self) -> "TestApp":
-        self._thread.start()
+    def __enter__(self: _App) -> _App:
+        app = Flask(self.app_id)
+        inngest.flask.serve(app, self._client, self._build(self._client))
+        self._server, self._thread = serve_in_thread(app, self.port, self.app_id)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._thread.join(10)
+
+
+class TestApp(SdkApp):
+    """The shop: every way of being cancelled, and a recorder of what Inngest sent."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, *, server_url: str, signing_key: str | None) -> None:
+        self.started: dict[str, str] = {}
+        self.outcomes: list[dict[str, Any]] = []
+        super().__init__(
+            APP_ID, server_url=server_url, signing_key=signing_key,
+            build=lambda client: build_functions(client, self.started, self.outcomes),
+        )
