@@ -55,7 +55,9 @@ class PrometheusServer:
         *,
         rule_files: Sequence[Path] = (),
         scrape_interval: float = 1.0,
+        scrape_configs: Sequence[dict[str, Any]] | None = None,
     ) -> None:
+        """`scrape_configs`, when given, replaces the one job scraping `targets` (a user's own scrape jobs)."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +65,7 @@ class PrometheusServer:
         self.log_path = workdir / "prometheus.log"
         self._targets = list(targets)
         self._rule_files = [str(path.resolve()) for path in rule_files]
+        self._scrape_configs = list(scrape_configs or [{"job_name": JOB, "static_configs": [{"targets": self._targets}]}])
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> Path:
@@ -70,7 +73,7 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
             "rule_files": self._rule_files,
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": self._targets}]}],
+            "scrape_configs": self._scrape_configs,
         }
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
