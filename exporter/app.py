@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Mapping
 
@@ -10,6 +11,7 @@ from flask import Flask
 from exporter import endpoints, ingress_events, ingress_inngest
 from exporter.config import Config
 from exporter.core_api import Core
+from exporter.refusals import SDK_REFUSALS, RefusalLog
 from exporter.settings import Settings
 
 
@@ -36,7 +38,9 @@ def create_app(
             exporter.start()
         core = exporter
     app.extensions["exporter"] = core
+    app.extensions[endpoints.REFUSALS] = RefusalLog(logging.getLogger("exporter.refusals"))
     app.register_blueprint(endpoints.blueprint)
     app.register_blueprint(ingress_events.blueprint)
     ingress_inngest.register(app, core)
+    ingress_inngest.log.addFilter(SDK_REFUSALS)  # the SDK logs through it: its refusals are told with ours
     return app

@@ -16,6 +16,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 
+from exporter import startup
 from exporter.config import Config, ConfigError, load_config
 from exporter.settings import SETTINGS, Settings, SettingsError, load_settings
 from exporter.sinks.otel import check_otel_settings
@@ -96,6 +97,7 @@ def serve(**flags: Any) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     config = _preflight(settings)
+    logging.getLogger(__name__).info(startup.summary(settings, config, os.environ))
     from exporter.server import ExporterServer  # gunicorn is only needed by serve
 
     ExporterServer(settings, config).run()

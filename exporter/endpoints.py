@@ -6,11 +6,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.core_api import Core
+from exporter.refusals import RefusalLog, sdk_refusal
 from exporter.state import StateUnavailable
 
 blueprint = Blueprint("endpoints", __name__)
 INGRESS_BY_PATH = {"/events": "events", "/api/inngest": "inngest"}
-"""The ingresses whose refusals are counted in `events_received`."""
+"""The ingresses whose refusals are counted in `events_received`, and told in the log."""
+REFUSALS = "refusals"
+"""The app's `RefusalLog`, in `app.extensions` (`create_app` puts it there)."""
 
 
 @blueprint.get("/metrics")
@@ -70,6 +73,18 @@ def read_unread_body(response: Response) -> Response:
         request.get_data(cache=False)
     except RequestEntityTooLarge:
         pass
+    return response
+
+
+@blueprint.after_app_request
+def log_refusals(response: Response) -> Response:
+    """Tell every 4xx of an ingress, ours and the Inngest SDK's alike, with the reason its body gives."""
+    if 400 <= response.status_code < 500 and request.path in INGRESS_BY_PATH and not response.is_streamed:
+        body = response.get_json(silent=True)
+        reason = sdk_refusal() or (body.get("error") or body.get("message") if isinstance(body, dict) else None)
+        text = str(reason) if reason else response.get_data(as_text=True)[:200] or "no reason given"
+        refusals: RefusalLog = current_app.extensions[REFUSALS]
+        refusals.refused(request.path, response.status_code, text)
     return response
 
 

@@ -25,7 +25,7 @@ from exporter.attribution.bulk_list import (
     parse_cancellations,
     rfc3339_ms,
 )
-from exporter.attribution.inngest_api import FAILURE_REMINDER_MS
+from exporter.failure_log import FAILURE_REMINDER_MS
 from exporter.config import parse_config
 from exporter.core import Exporter
 from exporter.health import PREFIX, HealthMetrics
@@ -516,7 +516,9 @@ def test_an_unreachable_api_is_a_failed_poll(store: BulkWindowStore, caplog: pyt
     with caplog.at_level(logging.WARNING, logger="exporter.attribution.bulk"):
         assert polling.poller.poll_once() is False
         assert polling.poller.poll_once() is False  # the error names another connection object: still the same failure
-    assert caplog.text.count("request failed") == 1 and SIGNING_KEY not in caplog.text
+    (warning,) = said(caplog)
+    assert warning.startswith(f"bulk cancellations: polling GET {gone.url}/v1/cancellations failed: cannot connect: Connection refused. ")
+    assert "INNGEST_API_BASE_URL" in warning and "HTTPConnectionPool" not in warning and SIGNING_KEY not in warning
     assert polling.polls("error") == 2
     assert store.list_available() and polling.settled == 0  # an outage: runs still wait for the list
 
@@ -576,7 +578,7 @@ def test_another_server_error_makes_the_list_unavailable_once_it_repeats(
         assert store.list_available() and polling.settled == 0
         assert polling.poller.poll_once() is False
     failed, unavailable = said(caplog)
-    assert failed.endswith("failed: answered HTTP 500 ('Something went wrong.  Please try again')")
+    assert "failed: answered HTTP 500 ('Something went wrong.  Please try again'). Until a poll succeeds" in failed
     assert f"{UNAVAILABLE_AFTER_SERVER_ERRORS} times in a row: " in unavailable and "does not offer" in unavailable
     assert not store.list_available() and polling.settled == 1
 
@@ -605,7 +607,9 @@ def test_a_lasting_failure_is_told_when_it_starts_changes_and_every_ten_minutes(
         api.mode = Mode.WRONG_SHAPE
         polling.poller.poll_once()
         polling.poller.poll_once()
-    assert said(caplog) == [
+    told = said(caplog)
+    assert all(". Until a poll succeeds" in line for line in told)  # each says what it means and what to set
+    assert [line.split(". Until")[0] for line in told] == [
         f"bulk cancellations: polling GET {url} failed: answer is not JSON (Content-Type 'text/html')",
         f"bulk cancellations: polling GET {url} still fails: answer is not JSON (Content-Type 'text/html')"
         " (5 polls in a row, for 10 minutes)",

@@ -132,6 +132,42 @@ def test_a_rejected_api_key_is_retried_not_given_up(exporter: Exporter, server: 
     assert exporter.deliveries("gave_up") == 0
 
 
+def warnings_and_infos(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(record.levelname, record.getMessage()) for record in caplog.records if record.levelno >= logging.INFO]
+
+
+def test_a_lasting_failure_is_told_once_and_its_end_once(
+    exporter: Exporter, server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.sinks.datadog_sender")
+    server.script(*[server_error()] * 4)
+    exporter.start()
+    exporter.stage("01JRUN")
+    eventually(lambda: exporter.deliveries("sent") == 1)
+    told = warnings_and_infos(caplog)[1:]  # after the line that says where events go
+    assert [level for level, _ in told] == ["WARNING", "INFO"]
+    assert told[0][1].startswith(f"Datadog: POST {server.url}/api/v1/events failed: HTTP 500")
+    assert "Events wait in the outbox (EXPORTER_STATE_DIR) and are retried" in told[0][1]
+    assert told[1][1].startswith(f"Datadog: POST {server.url}/api/v1/events works again after 4 failed attempts")
+    assert exporter.deliveries("retried") == 4
+
+
+def test_an_unreachable_datadog_is_told_in_plain_words_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with RecordingServer() as gone:
+        pass  # its port is now closed
+    caplog.set_level(logging.INFO, logger="exporter.sinks.datadog_sender")
+    unreachable = Exporter(tmp_path / "state", gone)
+    try:
+        unreachable.start()
+        unreachable.stage("01JRUN")
+        eventually(lambda: unreachable.deliveries("retried") >= 3)
+    finally:
+        unreachable.close()
+    (told,) = [message for level, message in warnings_and_infos(caplog) if level == "WARNING"]
+    assert told.startswith(f"Datadog: POST {gone.url}/api/v1/events failed: cannot connect: Connection refused. ")
+    assert "HTTPConnectionPool" not in caplog.text and API_KEY not in caplog.text
+
+
 def test_a_hanging_request_times_out_and_is_retried(exporter: Exporter, server: RecordingServer) -> None:
     server.script(hang(seconds=5))
     exporter.start(request_timeout=0.3)
@@ -153,7 +189,7 @@ def test_an_event_datadog_refuses_is_given_up_at_once_and_logged_without_the_key
     assert exporter.deliveries("retried") == 0
     refused, accepted = (request.json["text"].split()[1] for request in server.requests)
     assert {refused, accepted} == {"01JONE", "01JTWO"}
-    assert f"gave up the Datadog event for run {refused}" in caplog.text
+    assert f"gave up the event of run {refused}" in caplog.text
     assert accepted not in caplog.text
     assert API_KEY not in caplog.text
 

@@ -13,7 +13,7 @@ import ulid
 from prometheus_client import CollectorRegistry
 
 from exporter import pipeline
-from exporter.attribution.inngest_api import FAILURE_REMINDER_MS
+from exporter.failure_log import FAILURE_REMINDER_MS
 from exporter.attribution.run_lookups import FIRST_RETRY_MS, RETENTION_MS, LookupState, RunLookups, RunLookupStore
 from exporter.attribution.timeouts import RunStart
 from exporter.config import parse_config
@@ -165,8 +165,13 @@ def test_a_run_not_found_or_not_yet_ended_is_asked_again_and_then_found(api: Fak
     assert looking.outcomes() == {"not_found": 1, "incomplete": 1, "found": 1}
     assert looking.lookup().start == RunStart(SCHEDULED_MS + 5)
     (warning,) = said(caplog)
-    assert warning == f"run lookups: GET {api.url}/v2/runs/{{run_id}}[/trace] failed: answered HTTP 404 ('Run not found') (run {RUN_ID})"
-    assert said(caplog, logging.INFO) == [f"run lookups: GET {api.url}/v2/runs/{{run_id}} answered again after 1 failed lookups"]
+    assert warning.startswith(
+        f"run lookups: GET {api.url}/v2/runs/{{run_id}}[/trace] failed: answered HTTP 404 ('Run not found') (run {RUN_ID}). "
+        "Until lookups succeed, cancellations that may be timeouts are retried"
+    )
+    assert said(caplog, logging.INFO) == [
+        f"run lookups: GET {api.url}/v2/runs/{{run_id}}[/trace] works again after 1 failed lookups over 0 minutes"
+    ]
 
 
 def test_a_run_id_the_server_refuses_is_given_up_at_once(api: FakeInngestApi, state: StateDB) -> None:

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable
 
 from exporter import clock
 from exporter.attribution.bulk_list import BacklogCancellation, BulkWindow, Listed, RunCancellation, parse_cancellations
-from exporter.attribution.inngest_api import ApiFailure, FailureLog, InngestApi
+from exporter.attribution.inngest_api import ApiFailure, InngestApi
+from exporter.failure_log import FailureLog
 from exporter.health import HealthMetrics
 from exporter.periodic import PeriodicTask
 from exporter.settings import Settings
@@ -231,7 +232,13 @@ class BulkPoller:
         self._interval = interval
         self._health = health
         self._reported: set[str] = set()
-        self._failures = FailureLog(log, f"bulk cancellations: polling GET {self._url}", "polls")
+        self._failures = FailureLog(
+            log, f"bulk cancellations: polling GET {self._url}", "polls",
+            advice="Until a poll succeeds, cancellations that may be bulk or manual wait for it up to "
+            "EXPORTER_ATTRIBUTION_GRACE and are then reported `unknown`. Check INNGEST_API_BASE_URL and "
+            "INNGEST_SIGNING_KEY; if this Inngest server has no bulk cancellation list, declare "
+            "`bulk_cancellations: {available: false}` in the config",
+        )
         self._server_errors = 0
         """HTTP 500 answers in a row, up to the last poll."""
         # polled at once: evidence is wanted before the first cancellations arrive

@@ -4,24 +4,18 @@ Both ask `settings.api_base_url` (Inngest Cloud, a self-hosted server, or in
 development mode the dev server) with `Authorization: Bearer <signing key>`,
 once more with the fallback key after a 401, within a timeout; both turn every
 way a request can fail into one `ApiFailure` whose message never holds a key;
-and both log a failure that lasts when it starts, when it changes, every
-FAILURE_REMINDER_MS while it lasts and when it ends, rather than at every try.
+and both tell a failure that lasts through `exporter.failure_log.FailureLog`.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import requests
 
+from exporter.failure_log import plain_reason
 from exporter.settings import Settings
-
-FAILURE_REMINDER_MS = 10 * 60_000
-"""While requests keep failing the same way, a reminder is logged this often rather than a warning every time."""
-
 
 class ApiFailure(Exception):
     """A request that read nothing usable; the message says why, without the key.
@@ -80,7 +74,8 @@ class InngestApi:
         except requests.Timeout:
             raise ApiFailure(f"no answer within {self._timeout:g}s", kind="timeout") from None
         except requests.RequestException as err:
-            raise ApiFailure(f"request failed: {err}", kind=type(err).__name__) from None
+            kind, reason = plain_reason(err)
+            raise ApiFailure(reason, kind=kind) from None
 
     def redacted(self, message: str) -> str:
         """`message` with any signing key masked, as is or escaped (requests quotes a refused header): never log a key."""
@@ -118,60 +113,3 @@ def _error_field(response: requests.Response) -> str | None:
     if error is None and isinstance(errors, list) and errors and isinstance(errors[0], dict):
         error = errors[0].get("message")
     return error if isinstance(error, str) and error else None
-
-
-@dataclass
-class Outage:
-    """Requests failing in a row since `since_ms`, and what was last logged about them."""
-
-    since_ms: int
-    failures: int = 0
-    told_kind: str | None = None
-    told_at_ms: int = 0
-
-
-class FailureLog:
-    """Tells a lasting failure through `logger` when it starts, when its kind changes and every FAILURE_REMINDER_MS.
-
-    `what` names the request in the warnings (`bulk cancellations: polling GET <url>`),
-    `attempts` counts them (`polls`): `<what> failed: <reason>`, then
-    `<what> still fails: <reason> (<n> <attempts> in a row, for <m> minutes)`. Its end is the
-    caller's to tell, with `ended`'s outage.
-    """
-
-    def __init__(self, logger: logging.Logger, what: str, attempts: str) -> None:
-        self._log = logger
-        self._what = what
-        self._attempts = attempts
-        self._outage: Outage | None = None
-
-    def count(self, now_ms: int) -> Outage:
-        """One more failure: the outage it belongs to (a new one when requests had succeeded)."""
-        outage = self._outage = self._outage or Outage(since_ms=now_ms)
-        outage.failures += 1
-        return outage
-
-    def tell(self, kind: str, reason: str, now_ms: int) -> None:
-        """Warn about the failure just counted, if it is new, changed or due for a reminder."""
-        outage = self._outage
-        assert outage is not None, "count the failure first"
-        if kind != outage.told_kind:
-            self._log.warning("%s failed: %s", self._what, reason)
-        elif now_ms - outage.told_at_ms >= FAILURE_REMINDER_MS:
-            self._log.warning(
-                "%s still fails: %s (%d %s in a row, for %d minutes)",
-                self._what, reason, outage.failures, self._attempts, (now_ms - outage.since_ms) // 60_000,
-            )
-        else:
-            return
-        self.told(kind, now_ms)
-
-    def told(self, kind: str, now_ms: int) -> None:
-        """The caller warned about this failure in words of its own: a repeat waits for the reminder."""
-        assert self._outage is not None, "count the failure first"
-        self._outage.told_kind, self._outage.told_at_ms = kind, now_ms
-
-    def ended(self) -> Outage | None:
-        """A request succeeded: the outage that ended, if requests were failing."""
-        outage, self._outage = self._outage, None
-        return outage

@@ -33,8 +33,9 @@ from typing import Any, Callable
 
 from exporter import clock
 from exporter.attribution.bulk_list import rfc3339_ms
-from exporter.attribution.inngest_api import ApiFailure, FailureLog, InngestApi
+from exporter.attribution.inngest_api import ApiFailure, InngestApi
 from exporter.attribution.timeouts import RunStart
+from exporter.failure_log import FailureLog
 from exporter.health import HealthMetrics
 from exporter.records import Cancellation
 from exporter.settings import Settings
@@ -275,7 +276,12 @@ class RunLookups:
         self._api = InngestApi(settings, timeout=settings.run_lookup_timeout)
         self._concurrency = settings.run_lookup_concurrency
         self._limiter = _RateLimiter(settings.run_lookup_rate)
-        self._failures = FailureLog(log, f"run lookups: GET {self._api.base_url}{RUN_PATH}[/trace]", "lookups")
+        self._failures = FailureLog(
+            log, f"run lookups: GET {self._api.base_url}{RUN_PATH}[/trace]", "lookups",
+            advice="Until lookups succeed, cancellations that may be timeouts are retried up to "
+            "EXPORTER_ATTRIBUTION_GRACE and then reported `unknown`. Check INNGEST_API_BASE_URL and "
+            "INNGEST_SIGNING_KEY, or set EXPORTER_RUN_LOOKUPS=false to turn lookups off",
+        )
         self._failures_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="run-lookups", daemon=True)
@@ -351,9 +357,7 @@ class RunLookups:
         self._store.found(run_id, start)
         self._health.run_lookups.labels("found").inc()
         with self._failures_lock:
-            outage = self._failures.ended()
-        if outage is not None:
-            log.info("run lookups: GET %s%s answered again after %d failed lookups", self._api.base_url, RUN_PATH, outage.failures)
+            self._failures.recovered(self._now_ms())
         return True
 
     def _get(self, path: str, run_id: str) -> Any:
@@ -372,8 +376,7 @@ class RunLookups:
             failure = err if isinstance(err, ApiFailure) else ApiFailure(str(err), kind=type(err).__name__)
             self._health.run_lookups.labels({404: "not_found", 429: "rate_limited"}.get(failure.status or 0, "error")).inc()
             with self._failures_lock:
-                self._failures.count(now_ms)
-                self._failures.tell(failure.kind, f"{self._api.redacted(str(failure))} (run {run_id})", now_ms)
+                self._failures.failed(failure.kind, f"{self._api.redacted(str(failure))} (run {run_id})", now_ms)
             if failure.status == 400:  # the server refuses this run id: asking again cannot help
                 self._store.give_up(run_id)
                 return True

@@ -37,6 +37,7 @@ from urllib3 import Timeout
 from urllib3.util import Retry, parse_url
 
 from exporter import clock
+from exporter.failure_log import FailureLog, plain_reason
 from exporter.health import HealthMetrics
 from exporter.settings import Settings
 from exporter.sinks.datadog_event import request_body
@@ -85,6 +86,8 @@ class _Failure:
 
     description: str
     """For the log and the outbox's `last_error`; never holds the API key (it travels only in a request header)."""
+    kind: str
+    """The failure without what changes from one attempt to the next, so that a repeat is recognised (`HTTP 503`)."""
     permanent: bool
     """Datadog refused this event itself: retrying cannot help."""
     retry_after: float | None = None
@@ -96,11 +99,13 @@ def _classify(err: Exception) -> _Failure:
     if isinstance(err, ApiException):
         status = err.status
         description = f"HTTP {status} {err.reason}: {err.body}" if err.body else f"HTTP {status} {err.reason}"
+        kind = f"HTTP {status}"
         if status == 429:
-            return _Failure(description, permanent=False, retry_after=_reset_seconds(err.headers or {}))
-        return _Failure(description, permanent=400 <= status < 500 and status not in _RETRIED_CLIENT_ERRORS)
+            return _Failure(description, kind, permanent=False, retry_after=_reset_seconds(err.headers or {}))
+        return _Failure(description, kind, permanent=400 <= status < 500 and status not in _RETRIED_CLIENT_ERRORS)
     # urllib3's timeouts, TLS and connection errors among them: they may pass later.
-    return _Failure(f"{type(err).__name__}: {err}", permanent=False)
+    kind, reason = plain_reason(err)
+    return _Failure(reason, kind, permanent=False)
 
 
 def _reset_seconds(headers: Mapping[str, str]) -> float | None:
@@ -304,6 +309,18 @@ class DatadogSender:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Touched only by the sender thread.
+        where = self._configuration.host + EVENTS_PATH
+        self._outage = FailureLog(
+            log, f"Datadog: POST {where}", "attempts",
+            advice="Events wait in the outbox (EXPORTER_STATE_DIR) and are retried, at most every "
+            "EXPORTER_DATADOG_MAX_BACKOFF, until EXPORTER_DATADOG_GIVE_UP_AFTER. Check DD_API_KEY (HTTP 401/403), "
+            "DD_SITE or EXPORTER_DATADOG_URL, and that this host reaches Datadog",
+        )
+        self._given_up = FailureLog(
+            log, f"Datadog: delivering an event to {where}", "events given up",
+            advice="Given-up events are lost to Datadog and counted in "
+            'inngest_cancellation_exporter_datadog_deliveries{outcome="gave_up"}',
+        )
         self._failures_in_a_row = 0
         self._paused_until_ms = 0
         self._last_staged = -BUSY_WINDOW_S  # monotonic; written by ingesting threads, read by the sender
@@ -407,18 +424,21 @@ class DatadogSender:
             try:
                 sendable.append((row, request_body(self._outbox.payload(row), time.time())))
             except (ValueError, TypeError) as err:  # a stored payload that is not a JSON object: no retry can fix it
-                self._give_up(row, _Failure(f"unreadable payload: {type(err).__name__}: {err}", permanent=True), finished)
+                unreadable = _Failure(f"unreadable payload: {type(err).__name__}: {err}", "unreadable payload", permanent=True)
+                self._give_up(row, unreadable, finished)
         sent = posts.send_all([body for _, body in sendable])
         failures_before = self._failures_in_a_row
         healthy = True
         for (row, _), outcome in zip(sendable, sent):
             if outcome.error is None:
                 finished.add(row.id, "sent")
+                self._given_up.ended()
                 continue
             self._failures_in_a_row = failures_before  # the failures of one wave back off as one
             healthy = self._failed(row, _classify(outcome.error), finished) and healthy
         if healthy:
             self._failures_in_a_row = 0
+            self._outage.recovered(clock.now_ms())
         return healthy, sum(outcome.cpu_seconds for outcome in sent)
 
     def _failed(self, row: OutboxRow, failure: _Failure, finished: _Finished) -> bool:
@@ -438,18 +458,16 @@ class DatadogSender:
             # The last attempt is made at the deadline, so an event is never given up before its time.
             self._outbox.reschedule(row.id, min(self._paused_until_ms, deadline_ms), failure.description)
             self._outcomes["retried"].inc()
-            log.info(
-                "Datadog event for run %s not delivered, retrying in %.1fs: %s", row.run_id, delay, failure.description
-            )
+            self._outage.failed(failure.kind, failure.description, now_ms)
         return False
 
     def _give_up(self, row: OutboxRow, failure: _Failure, finished: _Finished) -> None:
         finished.add(row.id, "gave_up")
-        log.warning(
-            "gave up the Datadog event for run %s after %d attempt(s) over %.0fs: %s",
-            row.run_id,
-            row.attempts + 1,
-            (clock.now_ms() - row.enqueued_at_ms) / 1000,
-            failure.description,
+        now_ms = clock.now_ms()
+        self._given_up.failed(
+            failure.kind,
+            f"gave up the event of run {row.run_id} after {row.attempts + 1} attempt(s) over "
+            f"{(now_ms - row.enqueued_at_ms) / 1000:.0f}s: {failure.description}",
+            now_ms,
         )
 

@@ -54,6 +54,14 @@ def check_otel_settings(environ: Mapping[str, str]) -> None:
         _batch_settings(environ)
 
 
+def otlp_destination(environ: Mapping[str, str]) -> str | None:
+    """Where spans go, as `<endpoint> (<protocol>)`, or None when no OTLP export is asked for; for the start-up line."""
+    if not _export_wanted(environ):
+        return None
+    endpoint = next((environ[v].strip() for v in ENDPOINT_VARIABLES if environ.get(v, "").strip()), "the SDK's default endpoint")
+    return f"{endpoint} ({_protocol(environ)})"
+
+
 def build_otel_sink(environ: Mapping[str, str], health: HealthMetrics) -> OtelSink | None:
     """The span sink configured by the OTEL_* variables, or None when no OTLP export is asked for.
 

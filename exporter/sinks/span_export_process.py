@@ -22,9 +22,11 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Sequence
 
+from exporter import clock
 from exporter.child_process import detach_from_parent, start_child
+from exporter.failure_log import FailureLog, plain_reason
 from exporter.sinks.otel_encoding import SpanEncoder, SpanFacts
-from exporter.sinks.otlp_senders import request_sender
+from exporter.sinks.otlp_senders import SendFailure, request_sender
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,12 @@ def _serve(encoder: SpanEncoder, protocol: str, conn: Connection, parent_end: Co
     """The process: one batch of facts in, its spans sent, one answer out, until the pipe closes."""
     detach_from_parent(parent_end)
     sender = request_sender(protocol)  # made here: its connections (and gRPC's threads) belong to this process
+    failures = FailureLog(
+        log, f"OTLP spans: export to {sender.endpoint}", "batches",
+        advice='Spans of these batches are dropped and counted in inngest_cancellation_exporter_spans{outcome="dropped"}; '
+        "metrics and Datadog events are not affected. Check that the collector runs at OTEL_EXPORTER_OTLP_ENDPOINT "
+        "(or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and speaks OTEL_EXPORTER_OTLP_PROTOCOL",
+    )
     try:
         while True:
             try:
@@ -91,10 +99,14 @@ def _serve(encoder: SpanEncoder, protocol: str, conn: Connection, parent_end: Co
             except EOFError:
                 return
             try:
-                exported = sender.send(encoder.request([encoder.encode(facts) for facts in batch]))
-            except Exception:  # the process must live on, and the batch be counted by the batcher
-                log.exception("OTLP span export failed")
-                exported = False
-            conn.send_bytes(_EXPORTED if exported else _FAILED)
+                failure = sender.send(encoder.request([encoder.encode(facts) for facts in batch]))
+            except Exception as err:  # the process must live on, and the batch be counted by the batcher
+                log.debug("OTLP span export raised", exc_info=True)
+                failure = SendFailure(*plain_reason(err))
+            if failure is None:
+                failures.recovered(clock.now_ms())
+            else:
+                failures.failed(failure.kind, failure.reason, clock.now_ms())
+            conn.send_bytes(_FAILED if failure else _EXPORTED)
     finally:
         sender.shutdown()
