@@ -7,9 +7,9 @@ one clear line per problem and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -24,8 +24,6 @@ from exporter.state import StateDB, StateUnavailable
 EXAMPLE_CONFIG = resources.files("exporter") / "examples" / "config.yaml"
 """`simulate`'s default config: package data, so the command finds it from any directory after `pip install .`
 (examples/config.yaml at the repository root, which `make run` serves, links to it)."""
-LOOKUPS_AWAITED_SECONDS = 60.0
-"""How long `simulate` waits, after its last event, for the exporter to look up the runs it timed out."""
 
 
 def _fail(problems: list[str]) -> NoReturn:
@@ -138,9 +136,14 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
     token, else sends unsigned (for an exporter in INNGEST_DEV mode). After the last event the
     stand-in API keeps serving until the exporter has looked up every timed-out run (a minute
     at most) and, when the config polls bulk cancellations, for two poll intervals, so the
-    exporter sees every window before it settles the held runs.
+    exporter sees every window before it settles the held runs. Progress, what it waits for
+    and how many runs the exporter still holds for late evidence go to stderr.
     """
     from exporter.simulate import StandInApi, Simulator
+    from exporter.simulate_progress import Progress, by_source, held_line, serve_until_seen
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
 
     try:
         if config_path is None:
@@ -162,17 +165,15 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
         seed=seed,
         api=api,
     )
+    say(f"simulate: sending {count} cancellations to {url} at {rate:g} a second (about {math.ceil(count / rate)} s)")
     try:
-        totals = simulator.run(count=count, rate=rate)
+        totals = simulator.run(count=count, rate=rate, progress=Progress(count, say))
         if api is not None:
-            asked_by = time.monotonic() + LOOKUPS_AWAITED_SECONDS
-            while not api.all_asked() and time.monotonic() < asked_by:
-                time.sleep(0.1)
-            if config.bulk_cancellations is not None and config.bulk_cancellations.polled:
-                time.sleep(2 * config.bulk_cancellations.poll_interval + 1)
+            serve_until_seen(api, config, say)
     except Exception as err:  # connection refused, 4xx: say what happened, no traceback
         _fail([f"simulate: {err}"])
     finally:
         if api is not None:
             api.close()
-    click.echo("sent " + ", ".join(f"{source}: {n}" for source, n in sorted(totals.items())))
+    click.echo("sent " + by_source(totals))
+    say(held_line(url))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
         "--api-port", str(api_port), env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
     )
     assert result.returncode == 0, result.stderr
+    assert "simulate: serving the bulk cancellation list 3 s more (two poll intervals)" in result.stderr
     eventually(lambda: proc.metric("inngest_cancellation_exporter_pending_classifications") == 0.0)
     text = requests.get(f"{proc.url}/metrics", timeout=5).text
     series = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == CANCELLATIONS]
@@ -129,6 +131,34 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
     for s in series:
         inferred[s.labels["source"]] = inferred.get(s.labels["source"], 0) + s.value
     assert {k: int(v) for k, v in inferred.items()} == {k: int(v) for k, v in intended.items()}
+
+
+def test_simulate_tells_its_progress_and_how_many_runs_the_exporter_still_holds(
+    serve: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """A newcomer whose counts lag what simulate sent is told why (runs held for late evidence) and until when."""
+    proc = serve("--config", str(REPO / "examples" / "config.yaml"), EXPORTER_ATTRIBUTION_GRACE="1h")
+    result = run_cli(
+        "simulate", "--url", proc.url, "--rate", "10", "--count", "60", "--seed", "7", "--api-port", "0",
+        env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"simulate: sending 60 cancellations to {proc.url} at 10 a second (about 6 s)"
+    progress = [re.fullmatch(r"simulate: sent (\d+)/60 \((.+)\)", line) for line in lines[1:-1]]
+    assert progress and all(progress), lines  # a line every few seconds, in a log as on a terminal
+    sent = {int(match[1]) for match in progress if match}
+    assert all(0 < n < 60 for n in sent)
+    held = proc.metric("inngest_cancellation_exporter_pending_classifications")
+    assert held  # the runs wait for a poll of the bulk cancellations, which does not answer here
+    last = re.fullmatch(
+        r"simulate: the exporter still holds (\d+) runs for late evidence \(EXPORTER_ATTRIBUTION_GRACE\); "
+        r"/metrics counts them within (\d+) s, by \d\d:\d\d:\d\d",
+        lines[-1],
+    )
+    assert last is not None, lines[-1]
+    assert int(last[1]) == held
+    assert 3000 < int(last[2]) <= 3600  # the grace period of the last one held
 
 
 def test_a_held_cancellation_survives_a_restart_and_is_emitted_once(serve: Callable[..., ServeProcess], tmp_path: Path) -> None:
