@@ -12,12 +12,16 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Literal, NoReturn, get_args, get_origin
 
+import annotated_types
 import click
+from pydantic.fields import FieldInfo
 
+from exporter import DISTRIBUTION, __version__
 from exporter.config import Config, ConfigError, load_config
-from exporter.settings import SETTINGS, Settings, SettingsError, load_settings
+from exporter.durations import format_duration
+from exporter.settings import SETTINGS, Duration, Settings, SettingsError, load_settings
 from exporter.sinks.otel import check_otel_settings
 from exporter.state import StateDB, StateUnavailable
 
@@ -32,11 +36,80 @@ def _fail(problems: list[str]) -> NoReturn:
     sys.exit(1)
 
 
+class _Duration(click.ParamType):
+    """A duration such as 30s, 5m or 1h30m (for help and completion: settings.py reads it)."""
+
+    name = "duration"
+
+
+class _SettingOption(click.Option):
+    """An option that shows its setting's type, range and default but hands the value on as typed.
+
+    settings.py validates flags and environment variables alike, so both give the same error
+    line; the option's own default stays None, so a flag not given leaves the variable in force.
+    """
+
+    def __init__(self, *args: Any, setting_default: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._setting_default = setting_default
+
+    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
+        return value
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if self._setting_default is not None:
+            extra["default"] = self._setting_default
+        return extra
+
+
+def _click_type(field: FieldInfo) -> click.ParamType:
+    """The click type of a Settings field, read from its annotation and bounds."""
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return click.Choice(get_args(annotation), case_sensitive=False)
+    if all(item in field.metadata for item in Duration.__metadata__):
+        return _Duration()
+    bounds: dict[str, Any] = {}
+    for item in field.metadata:
+        if isinstance(item, annotated_types.Ge):
+            bounds["min"] = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            bounds.update(min=item.gt, min_open=True)
+        elif isinstance(item, annotated_types.Le):
+            bounds["max"] = item.le
+    if annotation is int:
+        return click.IntRange(**bounds) if bounds else click.INT
+    if annotation is float:
+        return click.FloatRange(**bounds) if bounds else click.FLOAT
+    if Path in (annotation, *get_args(annotation)):
+        return click.Path(path_type=Path)
+    return click.STRING
+
+
+def _shown_default(field: FieldInfo, flag: str) -> str | None:
+    """The default as a user writes it (a boolean as its flag), or None when the setting has none."""
+    default = field.default
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return flag.removeprefix("--") if default else f"no-{flag.removeprefix('--')}"
+    if isinstance(_click_type(field), _Duration):
+        return format_duration(default)
+    return str(default)
+
+
 def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """One flag per setting that has one, named and documented by the SETTINGS table."""
+    """One flag per setting that has one, named and documented by the SETTINGS table, typed by the Settings model."""
     for spec in reversed(SETTINGS):
         if spec.flag:
-            command = click.option(spec.flag, spec.field, default=None, help=f"{spec.help} [env: {spec.env}]")(command)
+            field = Settings.model_fields[spec.field]
+            boolean = field.annotation is bool
+            command = click.option(
+                f"{spec.flag}/--no-{spec.flag.removeprefix('--')}" if boolean else spec.flag, spec.field,
+                cls=_SettingOption, type=None if boolean else _click_type(field), default=None,
+                setting_default=_shown_default(field, spec.flag), help=f"{spec.help} [env: {spec.env}]",
+            )(command)
     return command
 
 
@@ -78,6 +151,7 @@ def _preflight(settings: Settings) -> Config:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=DISTRIBUTION)
 def main() -> None:
     """Export Inngest function cancellations, with their inferred source and run age."""
 
