@@ -6,9 +6,11 @@ one clear line per problem and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import socket
 import sys
 from importlib import resources
 from pathlib import Path
@@ -113,6 +115,27 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _listen_problem(settings: Settings) -> str | None:
+    """Why `serve` could not listen on its host and port, found by binding them a moment, as gunicorn will.
+
+    Without it, a port already taken makes gunicorn retry for seconds and then say only
+    "Can't connect to ('0.0.0.0', 9469)".
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: a closing socket does not count
+            probe.bind((settings.host, settings.port))
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return (
+                f"EXPORTER_PORT / --port: port {settings.port} on {settings.host} is already in use by another process: "
+                "stop it, or choose another port"
+            )
+        return f"EXPORTER_HOST / --host: cannot listen on {settings.host} port {settings.port}: {err.strerror}"
+    return None
+
+
 def _preflight(settings: Settings) -> Config:
     """Everything `serve` can check before it listens, so a bad setup fails at once and clearly."""
     problems: list[str] = []
@@ -145,6 +168,8 @@ def _preflight(settings: Settings) -> Config:
             problems.append(f"EXPORTER_STATE_DIR: {settings.state_dir} is not writable")
     except StateUnavailable as err:
         problems.append(f"EXPORTER_STATE_DIR: {err}")
+    if (listen_problem := _listen_problem(settings)) is not None:
+        problems.append(listen_problem)
     if problems:
         _fail(problems)
     return config

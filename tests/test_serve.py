@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -116,6 +117,19 @@ def test_version_and_help_show_the_installed_version_each_option_type_and_defaul
     assert options["--log-level [debug|info|warning|error]"].endswith("[default: info]")
     assert options["--threads INTEGER RANGE"].endswith("[default: 8; 1<=x<=256]")
     assert [name for name in options if name.endswith(" TEXT")] == ["--host TEXT"]
+
+
+def test_a_port_already_taken_is_named_in_one_line_and_serve_exits_at_once(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port), env={"EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_DEV": "1"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [  # not gunicorn's retries and "Can't connect to"
+        f"error: EXPORTER_PORT / --port: port {port} on 127.0.0.1 is already in use by another process: "
+        "stop it, or choose another port"
+    ]
 
 
 def test_production_without_credentials_or_with_a_bad_config_refuses_to_start(tmp_path: Path) -> None:
