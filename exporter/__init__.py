@@ -1,3 +1,7 @@
 """inngest-cancellation-exporter: why was this Inngest run cancelled, and how old was it?"""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+DISTRIBUTION = "inngest-cancellation-exporter"
+__version__ = version(DISTRIBUTION)
+"""The installed package's version (pyproject.toml's, the one source): `--version`, build_info and the spans' scope tell it."""

@@ -6,27 +6,30 @@ one clear line per problem and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
+import socket
 import sys
-import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Literal, NoReturn, get_args, get_origin
 
+import annotated_types
 import click
+from pydantic.fields import FieldInfo
 
-from exporter import startup
+from exporter import DISTRIBUTION, __version__, startup
 from exporter.config import Config, ConfigError, load_config
-from exporter.settings import SETTINGS, Settings, SettingsError, load_settings
+from exporter.durations import format_duration
+from exporter.settings import SETTINGS, Duration, Settings, SettingsError, load_settings
 from exporter.sinks.otel import check_otel_settings
 from exporter.state import StateDB, StateUnavailable
 
 EXAMPLE_CONFIG = resources.files("exporter") / "examples" / "config.yaml"
 """`simulate`'s default config: package data, so the command finds it from any directory after `pip install .`
 (examples/config.yaml at the repository root, which `make run` serves, links to it)."""
-LOOKUPS_AWAITED_SECONDS = 60.0
-"""How long `simulate` waits, after its last event, for the exporter to look up the runs it timed out."""
 
 
 def _fail(problems: list[str]) -> NoReturn:
@@ -35,12 +38,102 @@ def _fail(problems: list[str]) -> NoReturn:
     sys.exit(1)
 
 
+class _Duration(click.ParamType):
+    """A duration such as 30s, 5m or 1h30m (for help and completion: settings.py reads it)."""
+
+    name = "duration"
+
+
+class _SettingOption(click.Option):
+    """An option that shows its setting's type, range and default but hands the value on as typed.
+
+    settings.py validates flags and environment variables alike, so both give the same error
+    line; the option's own default stays None, so a flag not given leaves the variable in force.
+    """
+
+    def __init__(self, *args: Any, setting_default: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._setting_default = setting_default
+
+    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
+        return value
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if self._setting_default is not None:
+            extra["default"] = self._setting_default
+        return extra
+
+
+def _click_type(field: FieldInfo) -> click.ParamType:
+    """The click type of a Settings field, read from its annotation and bounds."""
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return click.Choice(get_args(annotation), case_sensitive=False)
+    if all(item in field.metadata for item in Duration.__metadata__):
+        return _Duration()
+    bounds: dict[str, Any] = {}
+    for item in field.metadata:
+        if isinstance(item, annotated_types.Ge):
+            bounds["min"] = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            bounds.update(min=item.gt, min_open=True)
+        elif isinstance(item, annotated_types.Le):
+            bounds["max"] = item.le
+    if annotation is int:
+        return click.IntRange(**bounds) if bounds else click.INT
+    if annotation is float:
+        return click.FloatRange(**bounds) if bounds else click.FLOAT
+    if Path in (annotation, *get_args(annotation)):
+        return click.Path(path_type=Path)
+    return click.STRING
+
+
+def _shown_default(field: FieldInfo, flag: str) -> str | None:
+    """The default as a user writes it (a boolean as its flag), or None when the setting has none."""
+    default = field.default
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return flag.removeprefix("--") if default else f"no-{flag.removeprefix('--')}"
+    if isinstance(_click_type(field), _Duration):
+        return format_duration(default)
+    return str(default)
+
+
 def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """One flag per setting that has one, named and documented by the SETTINGS table."""
+    """One flag per setting that has one, named and documented by the SETTINGS table, typed by the Settings model."""
     for spec in reversed(SETTINGS):
         if spec.flag:
-            command = click.option(spec.flag, spec.field, default=None, help=f"{spec.help} [env: {spec.env}]")(command)
+            field = Settings.model_fields[spec.field]
+            boolean = field.annotation is bool
+            command = click.option(
+                f"{spec.flag}/--no-{spec.flag.removeprefix('--')}" if boolean else spec.flag, spec.field,
+                cls=_SettingOption, type=None if boolean else _click_type(field), default=None,
+                setting_default=_shown_default(field, spec.flag), help=f"{spec.help} [env: {spec.env}]",
+            )(command)
     return command
+
+
+def _listen_problem(settings: Settings) -> str | None:
+    """Why `serve` could not listen on its host and port, found by binding them a moment, as gunicorn will.
+
+    Without it, a port already taken makes gunicorn retry for seconds and then say only
+    "Can't connect to ('0.0.0.0', 9469)".
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: a closing socket does not count
+            probe.bind((settings.host, settings.port))
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return (
+                f"EXPORTER_PORT / --port: port {settings.port} on {settings.host} is already in use by another process: "
+                "stop it, or choose another port"
+            )
+        return f"EXPORTER_HOST / --host: cannot listen on {settings.host} port {settings.port}: {err.strerror}"
+    return None
 
 
 def _preflight(settings: Settings) -> Config:
@@ -75,12 +168,15 @@ def _preflight(settings: Settings) -> Config:
             problems.append(f"EXPORTER_STATE_DIR: {settings.state_dir} is not writable")
     except StateUnavailable as err:
         problems.append(f"EXPORTER_STATE_DIR: {err}")
+    if (listen_problem := _listen_problem(settings)) is not None:
+        problems.append(listen_problem)
     if problems:
         _fail(problems)
     return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=DISTRIBUTION)
 def main() -> None:
     """Export Inngest function cancellations, with their inferred source and run age."""
 
@@ -140,9 +236,14 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
     token, else sends unsigned (for an exporter in INNGEST_DEV mode). After the last event the
     stand-in API keeps serving until the exporter has looked up every timed-out run (a minute
     at most) and, when the config polls bulk cancellations, for two poll intervals, so the
-    exporter sees every window before it settles the held runs.
+    exporter sees every window before it settles the held runs. Progress, what it waits for
+    and how many runs the exporter still holds for late evidence go to stderr.
     """
     from exporter.simulate import StandInApi, Simulator
+    from exporter.simulate_progress import Progress, by_source, held_line, serve_until_seen
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
 
     try:
         if config_path is None:
@@ -164,17 +265,15 @@ def simulate(url: str, rate: float, count: int, config_path: Path | None, seed: 
         seed=seed,
         api=api,
     )
+    say(f"simulate: sending {count} cancellations to {url} at {rate:g} a second (about {math.ceil(count / rate)} s)")
     try:
-        totals = simulator.run(count=count, rate=rate)
+        totals = simulator.run(count=count, rate=rate, progress=Progress(count, say))
         if api is not None:
-            asked_by = time.monotonic() + LOOKUPS_AWAITED_SECONDS
-            while not api.all_asked() and time.monotonic() < asked_by:
-                time.sleep(0.1)
-            if config.bulk_cancellations is not None and config.bulk_cancellations.polled:
-                time.sleep(2 * config.bulk_cancellations.poll_interval + 1)
+            serve_until_seen(api, config, say)
     except Exception as err:  # connection refused, 4xx: say what happened, no traceback
         _fail([f"simulate: {err}"])
     finally:
         if api is not None:
             api.close()
-    click.echo("sent " + ", ".join(f"{source}: {n}" for source, n in sorted(totals.items())))
+    click.echo("sent " + by_source(totals))
+    say(held_line(url))

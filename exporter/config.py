@@ -56,6 +56,18 @@ Expression = Annotated[str, AfterValidator(_compiled)]
 """An Inngest (CEL) expression, compiled when the config loads: a typo fails `check-config`, not a run."""
 
 
+def _label_name(name: str) -> str:
+    if not _LABEL_NAME.match(name) or name.startswith("__"):
+        raise ValueError(f"{name!r} is not a valid Prometheus label name")
+    if name in RESERVED_LABELS:
+        raise ValueError(f"{name!r} is reserved by the exporter's own series")
+    return name
+
+
+LabelName = Annotated[str, AfterValidator(_label_name)]
+"""A constant label's name, checked key by key, so every bad one has its line."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -200,19 +212,9 @@ class BulkCancellations(_Strict):
 class Config(_Strict):
     """The whole config file. Every section is optional: an empty file is valid."""
 
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelName, str] = Field(default_factory=dict)
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     bulk_cancellations: BulkCancellations | None = None
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        for name in labels:
-            if not _LABEL_NAME.match(name) or name.startswith("__"):
-                raise ValueError(f"{name!r} is not a valid Prometheus label name")
-            if name in RESERVED_LABELS:
-                raise ValueError(f"{name!r} is reserved by the exporter's own series")
-        return labels
 
     @functools.cached_property
     def signal_names(self) -> frozenset[str]:
@@ -249,6 +251,9 @@ class ConfigError(Exception):
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
+    """`functions.f.cancel_on.0.if`; a problem with a mapping's key (`labels`' names) is the mapping's, whose message names the key."""
+    if loc[-1:] == ("[key]",):
+        loc = loc[:-2]
     return ".".join("if" if part == "if_" else str(part) for part in loc) or "(top level)"
 
 

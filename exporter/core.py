@@ -59,6 +59,11 @@ class Exporter:
         self.health.gauge_from(
             "pending_classifications", "Cancellations held for late evidence, not yet emitted.", self.pending.size
         )
+        self.health.gauge_from(
+            "pending_classifications_due_timestamp_seconds",
+            "When the last held cancellation's grace period ends, at the latest (0: none held).",
+            self.pending.last_due,
+        )
         bulk = config.bulk_cancellations
         self.bulk_windows: BulkWindowStore | None = None
         self.bulk_poller: BulkPoller | None = None

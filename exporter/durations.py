@@ -22,3 +22,11 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")
     return total
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` as `parse_duration` reads it, in the largest unit that holds it whole: 120 -> "2m", 86400 -> "1d"."""
+    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.durations import parse_duration
 
@@ -56,10 +56,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("datadog_give_up_after", "EXPORTER_DATADOG_GIVE_UP_AFTER", "How long a Datadog event is retried before it is given up (e.g. 24h)."),
     SettingSpec("datadog_timeout", "EXPORTER_DATADOG_TIMEOUT", "Timeout of one Datadog request (e.g. 10s); a timed-out event is retried."),
     SettingSpec("datadog_max_backoff", "EXPORTER_DATADOG_MAX_BACKOFF", "Longest wait between Datadog retries while it fails (e.g. 5m)."),
-    SettingSpec("attribution_grace", "EXPORTER_ATTRIBUTION_GRACE", "How long a cancellation with no evidence yet waits for late cancel signals, singleton triggers, bulk windows and its run lookup (e.g. 2m)."),
+    SettingSpec(
+        "attribution_grace", "EXPORTER_ATTRIBUTION_GRACE",
+        "How long a cancellation with no evidence yet waits for late cancel signals, singleton triggers, bulk windows "
+        "and its run lookup (e.g. 2m).",
+        "--attribution-grace",
+    ),
     SettingSpec(
         "run_lookups", "EXPORTER_RUN_LOOKUPS",
         "Ask Inngest (GET /v2/runs/{id}) when a run started, for the runs whose age admits a timeout; off: those are unknown.",
+        "--run-lookups",
     ),
     SettingSpec("run_lookup_rate", "EXPORTER_RUN_LOOKUP_RATE", "Most run lookup requests per second to Inngest's REST API."),
     SettingSpec("run_lookup_concurrency", "EXPORTER_RUN_LOOKUP_CONCURRENCY", "Most run lookups in flight at once."),
@@ -67,6 +73,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("threads", "EXPORTER_THREADS", "Request threads of the one HTTP worker process (each forwards its requests to the core process).", "--threads"),
     SettingSpec("log_level", "EXPORTER_LOG_LEVEL", "Log level: debug, info, warning, error.", "--log-level"),
 )
+
+
+def _seconds(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds)]
+"""Seconds, written as "30s", "2h" or "1h30m" (durations are how the config file writes them too)."""
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _truthy_dev(value: Any) -> bool:
@@ -110,17 +128,17 @@ class Settings(BaseModel):
     max_batch_events: int = Field(default=5000, ge=1)
     max_functions: int = Field(default=2000, ge=1)
     dedupe_max_entries: int = Field(default=1_000_000, ge=100)
-    dedupe_max_age: float = 7 * 86400.0
-    datadog_give_up_after: float = 24 * 3600.0
-    datadog_timeout: float = 10.0
-    datadog_max_backoff: float = 300.0
-    attribution_grace: float = 120.0
+    dedupe_max_age: Duration = 7 * 86400.0
+    datadog_give_up_after: Duration = 24 * 3600.0
+    datadog_timeout: Duration = 10.0
+    datadog_max_backoff: Duration = 300.0
+    attribution_grace: Duration = 120.0
     run_lookups: bool = True
     run_lookup_rate: float = Field(default=10.0, gt=0)
     run_lookup_concurrency: int = Field(default=4, ge=1, le=64)
-    run_lookup_timeout: float = Field(default=10.0, gt=0)
+    run_lookup_timeout: Duration = Field(default=10.0, gt=0)
     threads: int = Field(default=8, ge=1, le=256)
-    log_level: str = "info"
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
 
     @model_validator(mode="before")
     @classmethod
@@ -138,21 +156,6 @@ class Settings(BaseModel):
     @classmethod
     def _dev(cls, value: Any) -> bool:
         return _truthy_dev(value)
-
-    @field_validator(
-        "dedupe_max_age", "datadog_give_up_after", "datadog_timeout", "datadog_max_backoff", "attribution_grace",
-        "run_lookup_timeout", mode="before",
-    )
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value) if isinstance(value, str) else value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        if value.lower() not in ("debug", "info", "warning", "error"):
-            raise ValueError("must be one of debug, info, warning, error")
-        return value.lower()
 
     @field_validator("ingest_token", "signing_key", "signing_key_fallback", "dd_api_key", "config", "datadog_url", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 import requests
 import ulid
@@ -142,10 +142,10 @@ class StandInApi:
             self._runs[run.run_id] = answer
             self._unasked.add(run.run_id)
 
-    def all_asked(self) -> bool:
-        """Whether the exporter has asked about every run told so far."""
+    def unasked(self) -> int:
+        """How many of the runs told so far the exporter has not asked about yet."""
         with self._lock:
-            return not self._unasked
+            return len(self._unasked)
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -289,8 +289,10 @@ class Simulator:
         if response.status_code >= 300:
             raise RuntimeError(f"{self._url} answered {response.status_code}: {response.text.strip()}")
 
-    def run(self, *, count: int, rate: float) -> Counter[str]:
-        """Send `count` cancellations at about `rate` per second; the intended sources, counted."""
+    def run(self, *, count: int, rate: float, progress: Callable[[Counter[str]], None] | None = None) -> Counter[str]:
+        """Send `count` cancellations at about `rate` per second; the intended sources, counted.
+
+        `progress` is told the counts so far after each cancellation."""
         totals: Counter[str] = Counter()
         interval = 1.0 / rate
         next_at = time.monotonic()
@@ -305,6 +307,8 @@ class Simulator:
             for event in plan.events:
                 self.send(event)
             totals[plan.source.value] += 1
+            if progress is not None:
+                progress(totals)
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
         return totals

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import requests
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.cli import main
 from tests.conftest import ServeProcess, free_port
 from tests.support.payloads import INGEST_TOKEN, REPO, fixture_event
 from tests.support.waiting import eventually
@@ -74,6 +79,59 @@ def test_invalid_settings_fail_at_once_with_a_clear_line(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_flags_are_checked_as_their_variables_are_and_override_them(tmp_path: Path) -> None:
+    """A bad flag gets the same line as a bad variable (settings.py checks both), and a flag wins over its variable."""
+    env = {"EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_DEV": "1"}
+    by_flag = run_cli("serve", "--port", "0", "--log-level", "loud", "--attribution-grace", "soon", env=env)
+    by_env = run_cli("serve", env={**env, "EXPORTER_PORT": "0", "EXPORTER_LOG_LEVEL": "loud", "EXPORTER_ATTRIBUTION_GRACE": "soon"})
+    assert by_flag.returncode == by_env.returncode == 1
+    assert by_flag.stderr == by_env.stderr
+    assert by_flag.stderr.splitlines() == [
+        "error: EXPORTER_PORT / --port: Input should be greater than or equal to 1",
+        "error: EXPORTER_ATTRIBUTION_GRACE / --attribution-grace: "
+        "invalid duration 'soon': expected a number and a unit such as 30s, 5m, 2h, 1d, 1h30m",
+        "error: EXPORTER_LOG_LEVEL / --log-level: Input should be 'debug', 'info', 'warning' or 'error'",
+    ]
+    overridden = run_cli(
+        "serve", "--port", "9469", "--log-level", "INFO", "--run-lookups", "--config", str(tmp_path / "missing.yaml"),
+        env={**env, "EXPORTER_PORT": "http", "EXPORTER_LOG_LEVEL": "loud", "EXPORTER_RUN_LOOKUPS": "maybe"},
+    )
+    assert overridden.stderr.splitlines() == [f"error: {tmp_path / 'missing.yaml'}: cannot read: No such file or directory"]
+
+
+def test_version_and_help_show_the_installed_version_each_option_type_and_default() -> None:
+    version = run_cli("--version")
+    assert version.stdout == f"inngest-cancellation-exporter, version {metadata.version('inngest-cancellation-exporter')}\n"
+    usage = CliRunner().invoke(main, ["serve", "--help"], terminal_width=400).output
+    options: dict[str, str] = {}  # each option's help, a long name's on the line after it
+    for line in usage.split("Options:\n")[1].splitlines():
+        if line.startswith("  -"):
+            name = line.strip().split("  ")[0]
+        options[name] = " ".join([options.get(name, ""), *line.split()]).strip()
+    assert options["--port INTEGER RANGE"].endswith("[env: EXPORTER_PORT] [default: 9469; 1<=x<=65535]")
+    assert options["--host TEXT"].endswith("[default: 0.0.0.0]")
+    assert options["--state-dir PATH"].endswith("[default: state]")
+    assert options["--config PATH"].endswith("[env: EXPORTER_CONFIG]")  # no default: no config file
+    assert options["--attribution-grace DURATION"].endswith("[default: 2m]")
+    assert options["--run-lookups / --no-run-lookups"].endswith("[default: run-lookups]")
+    assert options["--log-level [debug|info|warning|error]"].endswith("[default: info]")
+    assert options["--threads INTEGER RANGE"].endswith("[default: 8; 1<=x<=256]")
+    assert [name for name in options if name.endswith(" TEXT")] == ["--host TEXT"]
+
+
+def test_a_port_already_taken_is_named_in_one_line_and_serve_exits_at_once(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port), env={"EXPORTER_STATE_DIR": str(tmp_path), "INNGEST_DEV": "1"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [  # not gunicorn's retries and "Can't connect to"
+        f"error: EXPORTER_PORT / --port: port {port} on 127.0.0.1 is already in use by another process: "
+        "stop it, or choose another port"
+    ]
+
+
 def test_production_without_credentials_or_with_a_bad_config_refuses_to_start(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("functions: {f: {timeouts: {finish: soon}}}\n")
@@ -102,6 +160,11 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     result = run_cli("check-config", str(tmp_path / "bad.yaml"))
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'bad.yaml'}: labels: 'source' is reserved by the exporter's own series"
+    (tmp_path / "bad.yaml").write_text("labels:\n  function_id: a\n  team: payments\n  bad-label: b\n")
+    assert run_cli("check-config", str(tmp_path / "bad.yaml")).stderr.splitlines() == [  # every problem, not the first
+        f"error: {tmp_path / 'bad.yaml'}: labels: 'function_id' is reserved by the exporter's own series",
+        f"error: {tmp_path / 'bad.yaml'}: labels: 'bad-label' is not a valid Prometheus label name",
+    ]
 
 
 def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., ServeProcess], tmp_path: Path) -> None:
@@ -117,6 +180,7 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
         "--api-port", str(api_port), env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
     )
     assert result.returncode == 0, result.stderr
+    assert "simulate: serving the bulk cancellation list 3 s more (two poll intervals)" in result.stderr
     eventually(lambda: proc.metric("inngest_cancellation_exporter_pending_classifications") == 0.0)
     text = requests.get(f"{proc.url}/metrics", timeout=5).text
     series = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == CANCELLATIONS]
@@ -129,6 +193,34 @@ def test_simulate_shows_five_functions_and_every_source(serve: Callable[..., Ser
     for s in series:
         inferred[s.labels["source"]] = inferred.get(s.labels["source"], 0) + s.value
     assert {k: int(v) for k, v in inferred.items()} == {k: int(v) for k, v in intended.items()}
+
+
+def test_simulate_tells_its_progress_and_how_many_runs_the_exporter_still_holds(
+    serve: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """A newcomer whose counts lag what simulate sent is told why (runs held for late evidence) and until when."""
+    proc = serve("--config", str(REPO / "examples" / "config.yaml"), EXPORTER_ATTRIBUTION_GRACE="1h")
+    result = run_cli(
+        "simulate", "--url", proc.url, "--rate", "10", "--count", "60", "--seed", "7", "--api-port", "0",
+        env={"EXPORTER_INGEST_TOKEN": INGEST_TOKEN},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"simulate: sending 60 cancellations to {proc.url} at 10 a second (about 6 s)"
+    progress = [re.fullmatch(r"simulate: sent (\d+)/60 \((.+)\)", line) for line in lines[1:-1]]
+    assert progress and all(progress), lines  # a line every few seconds, in a log as on a terminal
+    sent = {int(match[1]) for match in progress if match}
+    assert all(0 < n < 60 for n in sent)
+    held = proc.metric("inngest_cancellation_exporter_pending_classifications")
+    assert held  # the runs wait for a poll of the bulk cancellations, which does not answer here
+    last = re.fullmatch(
+        r"simulate: the exporter still holds (\d+) runs for late evidence \(EXPORTER_ATTRIBUTION_GRACE\); "
+        r"/metrics counts them within (\d+) s, by \d\d:\d\d:\d\d",
+        lines[-1],
+    )
+    assert last is not None, lines[-1]
+    assert int(last[1]) == held
+    assert 3000 < int(last[2]) <= 3600  # the grace period of the last one held
 
 
 def test_a_held_cancellation_survives_a_restart_and_is_emitted_once(serve: Callable[..., ServeProcess], tmp_path: Path) -> None:

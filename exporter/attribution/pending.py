@@ -86,6 +86,15 @@ class PendingStore:
     def size(self) -> int:
         return self._state.count("pending")
 
+    def last_due(self) -> float:
+        """When the last held cancellation's grace period ends, in epoch seconds; 0 when none is held.
+
+        Tells a newcomer whose counts lag (`simulate` reads it) by when every held run will have been emitted.
+        """
+        with self._state.reading() as conn:
+            (due_ms,) = conn.execute("SELECT MAX(due_at_ms) FROM pending").fetchone()
+        return (due_ms or 0) / 1000
+
 
 def _load(record: str) -> Cancellation:
     """A held cancellation as `hold` stored it."""
