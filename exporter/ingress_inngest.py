@@ -122,7 +122,7 @@ def _count_refusal(exporter: Core, outcome: str) -> None:
     exporter.count_received(INGRESS, outcome)
 
 
-def _front_door(exporter: Core, client: inngest.Inngest, functions: Collection[str]) -> Response | tuple[Response, int] | None:
+def _front_door(exporter: Core, invoke: inngest_sdk.Invoker, functions: Collection[str]) -> Response | tuple[Response, int] | None:
     """Before the SDK: verify the signature once; refuse stale and malformed signatures (401) and authentic requests
     the SDK would fail on with a 500 (400/404); answer authentic invocations of our functions. None: the SDK's turn.
 
@@ -167,7 +167,7 @@ def _front_door(exporter: Core, client: inngest.Inngest, functions: Collection[s
     if execution.events is None:
         return _refuse(exporter, (400, "not an Inngest execution request: events: missing"))
     event = execution.event
-    return inngest_sdk.invoke(client, lambda: _record(exporter, event), signing_key=signing_key)
+    return invoke(lambda: _record(exporter, event), signing_key=signing_key)
 
 
 def _sync_problem(dev: bool) -> tuple[int, str] | None:
@@ -244,5 +244,6 @@ def register(app: Flask, exporter: Core) -> None:
         serve_path=SERVE_PATH,
     )
     function_ids = frozenset(function.get_id() for function in functions)
-    app.before_request(lambda: _front_door(exporter, client, function_ids))
+    invoker = inngest_sdk.Invoker(client)
+    app.before_request(lambda: _front_door(exporter, invoker, function_ids))
     app.after_request(lambda response: _finish_answer(exporter, response))

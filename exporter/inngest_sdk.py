@@ -12,6 +12,7 @@ so a request is malformed here exactly when the SDK would fail on it.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import inngest
@@ -37,41 +38,68 @@ def parse_sync(body: bytes) -> InBandSync | Exception:
     return InBandSync.from_raw(body)
 
 
-def invoke(client: inngest.Inngest, call: Callable[[], object], *, signing_key: str | None) -> Response:
-    """Call a function's body as the SDK's handler does, and answer as it does.
+class Invoker:
+    """Calls a function's body as the SDK's handler does, and answers as it does, for one client.
 
     A return is 200 with the output as JSON; an exception 500 with the SDK's error body,
     and `X-Inngest-No-Retry: true` for a NonRetriableError. Then the headers every answer
-    of the handler carries, and its signature with `signing_key` (none in dev mode).
+    of the handler carries, and its signature with the key that verified the request
+    (none in dev mode). A return's headers are the same every time: made once here
+    (what `CommResponse.from_call_result` and the handler's wrapper add up to), and
+    its output serialised once, where the SDK serialises it three times.
     """
-    timings = net.ServerTimings()
-    with timings.comm_handler:
-        # the SDK's middleware (only its default, which gives ctx a logger) runs around the call; none
-        # runs here, and its two timings are reported as the SDK reports them, so Server-Timing names the same steps
-        with timings.mw_transform_input:
-            pass
-        try:
-            with timings.function:
-                result = execution_lib.CallResult(output=call())
-        except Exception as err:  # the SDK answers any exception of a function with a 500 naming it
-            transforms.remove_first_traceback_frame(err)  # as the SDK does: the frame that called the function
-            result = execution_lib.CallResult(err)
-        with timings.mw_transform_output:
-            pass
-        comm_res = comm_lib.CommResponse.from_call_result(client.logger, result, client.env, inngest.flask.FRAMEWORK, None)
-    if comm_res.include_inngest_headers:
-        comm_res.headers = {
-            **comm_res.headers,
-            **net.create_headers(env=client.env, framework=inngest.flask.FRAMEWORK, server_kind=client._mode),
+
+    def __init__(self, client: inngest.Inngest) -> None:
+        self._client = client
+        framework = inngest.flask.FRAMEWORK
+        self._returned_headers = {
+            **net.create_headers(env=client.env, framework=framework, server_kind=None),
+            **net.create_headers(env=client.env, framework=framework, server_kind=client._mode),
+            server_lib.HeaderKey.SDK_HANDLED.value: "true",
         }
-    comm_res.headers[server_lib.HeaderKey.SDK_HANDLED.value] = "true"
-    comm_res.headers[server_lib.HeaderKey.SERVER_TIMING.value] = timings.to_header()
-    if signing_key is not None:
-        error = comm_res.sign(signing_key)
-        if error is not None:
-            client.logger.error(error)
-    response: Response = inngest.flask._to_response(client, comm_res)
-    return response
+
+    def __call__(self, call: Callable[[], object], *, signing_key: str | None) -> Response:
+        timings = net.ServerTimings()
+        failure: Exception | None = None
+        with timings.comm_handler:
+            # the SDK's middleware (only its default, which gives ctx a logger) runs around the call; none runs
+            # here, and its two timings are reported as the SDK reports them, so Server-Timing names the same steps
+            with timings.mw_transform_input:
+                pass
+            try:
+                with timings.function:
+                    output = call()
+            except Exception as err:  # the SDK answers any exception of a function with a 500 naming it
+                transforms.remove_first_traceback_frame(err)  # as the SDK does: the frame that called the function
+                failure = err
+            with timings.mw_transform_output:
+                pass
+        if failure is not None:
+            return self._failed(failure, timings, signing_key)
+        body = json.dumps(output).encode("utf-8")
+        headers = {**self._returned_headers, server_lib.HeaderKey.SERVER_TIMING.value: timings.to_header()}
+        if signing_key is not None:
+            signed = net.sign_response(body, signing_key)
+            if isinstance(signed, Exception):
+                self._client.logger.error(signed)  # as the SDK does: the answer goes out unsigned
+            else:
+                headers[server_lib.HeaderKey.SIGNATURE.value] = signed
+        return Response(body, status=200, headers=headers)
+
+    def _failed(self, err: Exception, timings: net.ServerTimings, signing_key: str | None) -> Response:
+        """The SDK's answer to a function that raised `err`, built by the SDK's own code."""
+        client = self._client
+        comm_res = comm_lib.CommResponse.from_call_result(
+            client.logger, execution_lib.CallResult(err), client.env, inngest.flask.FRAMEWORK, None
+        )
+        comm_res.headers = {**comm_res.headers, **self._returned_headers}
+        comm_res.headers[server_lib.HeaderKey.SERVER_TIMING.value] = timings.to_header()
+        if signing_key is not None:
+            error = comm_res.sign(signing_key)
+            if error is not None:
+                client.logger.error(error)
+        response: Response = inngest.flask._to_response(client, comm_res)
+        return response
 
 
 def event_as_sent(event: inngest.Event) -> dict[str, Any]:
