@@ -5,7 +5,8 @@
 2. `POST /events` with one new run per request (wrk), beside `GET /healthz` on the
    same server, and p50/p99 latency at half that rate (a paced open-loop generator);
 3. `POST /events` with arrays of 1,000 runs;
-4. `/api/inngest` invocations (signed like Inngest signs them), beside `/events`;
+4. `/api/inngest` invocations (signed like Inngest signs them), beside the same invocations to a
+   naive app on the SDK (bench/naive_app.py, a baseline) and beside `/events`;
 5. batch ingestion with Datadog hanging, beside Datadog healthy;
 6. RSS of the serve process over a million runs across a thousand functions;
 7. `GET /metrics` with a thousand functions and every cancellation source.
@@ -74,7 +75,7 @@ from exporter.core import Exporter
 from exporter.parsing import CANCELLED
 from exporter.run_age import HISTOGRAM_BUCKETS
 from exporter.settings import load_settings
-from tests.conftest import ServeProcess
+from tests.conftest import ServeProcess, free_port
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
@@ -418,8 +419,13 @@ def measure_single(
             raise Problem(f"paced POST /events: {latency.errors} socket errors, statuses {dict(latency.statuses)}")
         check_accepted(proc, "events", before, len(latency.latencies_ms), "paced POST /events")
 
-        inngest = _invocations(proc, plan, root / "single", template, expected_rate=single.rate, profiler=profiler)
+        with naive_app(root / "naive") as naive_url:
+            inngest_rounds, naive_rounds = _invocations(
+                proc, naive_url, plan, root / "single", template, expected_rate=single.rate, profiler=profiler
+            )
         stats = standins.stats()
+    inngest = max(inngest_rounds, key=lambda result: result.rate)
+    naive = max(naive_rounds, key=lambda result: result.rate)
 
     ratio = single.rate / healthz.rate
     p50, p99 = latency.percentile(50), latency.percentile(99)
@@ -440,9 +446,19 @@ def measure_single(
                      "p99_ms": p99, "max_ms": max(latency.latencies_ms), "requests": len(latency.latencies_ms)},
         ),
         Figure(
-            "http_inngest", "4. /api/inngest invocations (signed)", inngest.rate, "requests/s",
-            beside=f"{inngest.rate / single.rate:.1%} of POST /events {single.rate:,.0f}/s",
-            details={"ratio_to_events": inngest.rate / single.rate, "wrk_latency_ms": inngest.latency_ms, "standins": stats},
+            "http_inngest", "4. /api/inngest invocations (signed), against the naive app", inngest.rate / naive.rate, "×",
+            beside=f"{inngest.rate:,.0f}/s against {naive.rate:,.0f}/s for the same invocations to bench/naive_app.py, "
+            f"alternating, best of {plan.rounds} each",
+            target=">= 1.0× the naive app", met=inngest.rate >= naive.rate,
+            details={"requests_per_second": inngest.rate, "naive_per_second": naive.rate, "wrk_latency_ms": inngest.latency_ms,
+                     "naive_wrk_latency_ms": naive.latency_ms, "standins": stats,
+                     "rounds": {"inngest": [r.rate for r in inngest_rounds], "naive": [r.rate for r in naive_rounds]}},
+        ),
+        Figure(
+            "http_inngest_events", "4. /api/inngest invocations (signed), against POST /events", inngest.rate / single.rate * 100,
+            "% of /events", beside=f"{inngest.rate:,.0f}/s against POST /events {single.rate:,.0f}/s on the same server",
+            target=">= 60 % of /events", met=inngest.rate >= 0.6 * single.rate,
+            details={"requests_per_second": inngest.rate, "events_per_second": single.rate},
         ),
     ]
 
@@ -456,29 +472,78 @@ def _drain_outbox(proc: ServeProcess, timeout: float = 120) -> None:
 
 
 def _invocations(
-    proc: ServeProcess, plan: Plan, home: Path, template: EventTemplate, *, expected_rate: float, profiler: Profiler
-) -> WrkResult:
-    """Signed invocations of `record-cancellation`, each a new run, replayed by wrk from pools signed just before."""
+    proc: ServeProcess, naive_url: str, plan: Plan, home: Path, template: EventTemplate, *, expected_rate: float,
+    profiler: Profiler,
+) -> tuple[list[WrkResult], list[WrkResult]]:
+    """Signed invocations of `record-cancellation`, each a new run, replayed by wrk from pools signed just before:
+    to the exporter, then the same pool to the naive app, for `plan.rounds` alternating rounds."""
     function = InngestDriver(proc.url, SIGNING_KEY).sync().function_for(CANCELLED)
     target = urllib.parse.urlsplit(function.url)
     url_path = f"{target.path}?{target.query}"
     source = Cancellations(template, plan.functions)
 
-    def replay(name: str, seconds: float) -> WrkResult:
-        count = math.ceil(expected_rate * seconds * 1.5) + 500  # /api/inngest does more per event than /events
-        pool = write_signed_invocations(home / f"{name}.txt", url_path, function.id, source, count)
-        result = run_wrk(proc.url, "replay.lua", [str(pool), "1"], seconds=seconds, connections=plan.connections)
-        check_wrk(result, "POST /api/inngest")
+    def pool(name: str, seconds: float) -> Path:
+        count = math.ceil(expected_rate * seconds * 2) + 500  # more than /events answers: /api/inngest should not
+        return write_signed_invocations(home / f"{name}.txt", url_path, function.id, source, count)
+
+    def replay(url: str, invocations: Path, seconds: float) -> WrkResult:
+        result = run_wrk(url, "replay.lua", [str(invocations), "1"], seconds=seconds, connections=plan.connections)
+        check_wrk(result, f"POST {url}/api/inngest")
         if result.counters.get("reused"):
-            raise Problem(f"/api/inngest: the pool of {count} signed invocations ran out")
+            raise Problem(f"{url}/api/inngest: the pool of signed invocations ran out")
         return result
 
-    replay("invocations-warmup", plan.warmup)
-    before = counted(proc, "inngest")
-    with profiler.sampling("http_inngest", proc):
-        result = replay("invocations", plan.seconds)
-    check_accepted(proc, "inngest", before, result.requests, "POST /api/inngest")
-    return result
+    warmup = pool("invocations-warmup", plan.warmup)
+    replay(proc.url, warmup, plan.warmup)
+    replay(naive_url, warmup, plan.warmup)
+    exporter_rounds, naive_rounds = [], []
+    for number in range(plan.rounds):  # alternating, best of each, as for /healthz and /events
+        invocations = pool(f"invocations-{number}", plan.seconds)
+        before = counted(proc, "inngest")
+        with profiler.sampling(f"http_inngest_{number}", proc):
+            exporter_rounds.append(replay(proc.url, invocations, plan.seconds))
+        check_accepted(proc, "inngest", before, exporter_rounds[-1].requests, "POST /api/inngest")
+        before = naive_counted(naive_url)
+        naive_rounds.append(replay(naive_url, invocations, plan.seconds))
+        if naive_counted(naive_url) - before < naive_rounds[-1].requests:
+            raise Problem("the naive app answered invocations its function did not count")
+    return exporter_rounds, naive_rounds
+
+
+@contextmanager
+def naive_app(home: Path) -> Iterator[str]:
+    """bench/naive_app.py (the baseline) under gunicorn as the issue describes it, 1 worker with 8 threads; its URL."""
+    home.mkdir(parents=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (home / "gunicorn.log").open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", "8",
+             "--bind", f"127.0.0.1:{port}", "bench.naive_app:app"],
+            env={**os.environ, "INNGEST_SIGNING_KEY": SIGNING_KEY}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            eventually(lambda: _answers(f"{url}/metrics"), 30)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def naive_counted(url: str) -> int:
+    """The cancellations the naive app's function counted."""
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    return int(sum(
+        sample.value for family in text_string_to_metric_families(text) if family.name == "naive_cancellations"
+        for sample in family.samples if sample.name.endswith("_total")
+    ))
 
 
 def measure_batches(
@@ -775,7 +840,10 @@ class ForeignLoad:
 def render(figures: Sequence[Figure]) -> str:
     rows = [("figure", "value", "beside", "target", "met")]
     for figure in figures:
-        value = "n/a" if figure.value is None else f"{figure.value:,.1f} {figure.unit}" if figure.value < 100 else f"{figure.value:,.0f} {figure.unit}"
+        value = (
+            "n/a" if figure.value is None else f"{figure.value:.2f}{figure.unit}" if figure.unit == "×"
+            else f"{figure.value:,.1f} {figure.unit}" if figure.value < 100 else f"{figure.value:,.0f} {figure.unit}"
+        )
         met = "-" if figure.met is None else "yes" if figure.met else "NO"
         rows.append((figure.name, value, figure.beside, figure.target, met))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -119,7 +119,7 @@ def events_request(body: bytes) -> bytes:
 
 
 def write_signed_invocations(path: Path, url_path: str, fn_id: str, source: Cancellations, count: int) -> Path:
-    """`count` signed `/api/inngest` invocations, one per line: `<X-Inngest-Signature>\\t<body>`.
+    """`count` signed `/api/inngest` invocations as Inngest sends them, one per line: `<X-Inngest-Signature>\\t<body>`.
 
     Signed now, so they stay within the exporter's 5-minute replay window for the
     benchmark's few seconds; each invokes a new run for a new cancellation. The
@@ -128,7 +128,8 @@ def write_signed_invocations(path: Path, url_path: str, fn_id: str, source: Canc
     with path.open("w", encoding="utf-8") as out:
         out.write(url_path + "\n")
         for _ in range(count):
-            body = json.dumps(execution_request(fn_id, json.loads(source.event()), str(ulid.ULID()))).encode()
+            # JCS-canonical, as Inngest's executor sends its bodies (v1.43: every MAC in the real-server suite matches the raw body)
+            body = signature.canonical_body(json.dumps(execution_request(fn_id, json.loads(source.event()), str(ulid.ULID()))).encode())
             out.write(signature.sign(body, SIGNING_KEY) + "\t" + body.decode() + "\n")
     return path
 

@@ -1,14 +1,18 @@
 """`/api/inngest`: the exporter as an Inngest app, served by the official SDK.
 
 Inngest syncs the app (PUT) and invokes `record-cancellation` (POST) for every
-`inngest/function.cancelled` event; the SDK verifies each request's MAC and
-signs its answers. Four things the SDK leaves to us: it does not check the
-signature timestamp's age (we refuse replays older than five minutes, as on
-`/events`); it answers 500 to authentic requests that are malformed (we answer
-400 first); Inngest's HTTP driver retries every answer, 4xx included, unless it
-carries `X-Inngest-No-Retry: true` (our refusals of what can never succeed say
-so); and it reads some settings from `INNGEST_*` variables by itself (we hand
-it ours, so `create_app(settings)` means what the settings say).
+`inngest/function.cancelled` event. Each request's signature is verified once,
+before the SDK: a fresh timestamp (the SDK checks only the MAC; we refuse replays
+older than five minutes, as on `/events`) and a matching MAC. An authentic
+invocation of our functions, the request Inngest sends most, is then answered
+here as the SDK's handler would answer it (`exporter.inngest_sdk`), without the
+SDK verifying it again; syncs, probes and unauthenticated requests go on to the
+SDK, which answers them (and refuses a MAC that does not match). Besides: the SDK
+answers 500 to authentic requests that are malformed (we answer 400 first);
+Inngest's HTTP driver retries every answer, 4xx included, unless it carries
+`X-Inngest-No-Retry: true` (our refusals of what can never succeed say so); and
+the SDK reads some settings from `INNGEST_*` variables by itself (we hand it
+ours, so `create_app(settings)` means what the settings say).
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ import inngest
 import inngest.flask
 import pydantic
 from flask import Flask, Response, jsonify, request
-from inngest._internal import net as sdk_net
-from inngest._internal import server_lib as sdk_server
 
-from exporter import signature
+from exporter import inngest_sdk, signature
 from exporter.core_api import Core
 from exporter.parsing import CANCELLED, InvalidInput
 from exporter.settings import Settings
@@ -64,16 +66,6 @@ def build_client(settings: Settings) -> inngest.Inngest:
     return client
 
 
-def _as_raw_event(event: inngest.Event) -> dict[str, Any]:
-    """The event as Inngest sent it: the SDK fills an absent `id`/`ts` with ""/0, which are not real values."""
-    raw = event.model_dump(mode="json")
-    if raw["id"] == "":
-        del raw["id"]
-    if raw["ts"] == 0:
-        del raw["ts"]
-    return raw
-
-
 def build_functions(client: inngest.Inngest, exporter: Core) -> list[inngest.Function[dict[str, int]]]:
     """`record-cancellation`, plus `record-cancel-signals[-N]` for the config's evidence events: its cancel signals
     and the triggers of its cancelling singletons.
@@ -106,63 +98,93 @@ def _build_function(
         trigger=[inngest.TriggerEvent(event=event) for event in events],
     )
     def record(ctx: inngest.ContextSync) -> dict[str, int]:
-        try:
-            return exporter.ingest_event(_as_raw_event(ctx.event), INGRESS)
-        except InvalidInput as err:
-            # the same event would fail the same way on every retry
-            exporter.count_received(INGRESS, "invalid")
-            raise inngest.NonRetriableError(str(err)) from None
-        except StateUnavailable:
-            # nothing was recorded: a plain exception makes Inngest retry later
-            exporter.count_received(INGRESS, "unavailable")
-            raise
+        return _record(exporter, ctx.event)
 
     return record
 
 
-def _refuse_stale_signature(exporter: Core) -> tuple[Response, int] | None:
-    """401 when a signature's timestamp is outside the replay window; the SDK checks only its MAC."""
-    header = request.headers.get(signature.HEADER)
-    if exporter.settings.dev or header is None:
-        return None  # unsigned requests are the SDK's to refuse (outside dev mode)
+def _record(exporter: Core, event: inngest.Event) -> dict[str, int]:
+    """What each of our functions does with its triggering event: hand it to the pipeline; the summary is its output."""
     try:
-        timestamp, _ = signature.parse_header(header)
-        signature.check_age(timestamp)
-    except signature.SignatureError as err:
-        return jsonify(error=str(err)), 401
-    return None
+        return exporter.ingest_event(inngest_sdk.event_as_sent(event), INGRESS)
+    except InvalidInput as err:
+        # the same event would fail the same way on every retry
+        _count_refusal(exporter, "invalid")
+        raise inngest.NonRetriableError(str(err)) from None
+    except StateUnavailable:
+        # nothing was recorded: a plain exception makes Inngest retry later
+        _count_refusal(exporter, "unavailable")
+        raise
 
 
-def _request_problem(functions: Collection[str], body: bytes, *, dev: bool) -> tuple[int, str] | None:
-    """Why the SDK would fail on this authentic request with a 500 though the fault is the request's; None if it would not.
+def _count_refusal(exporter: Core, outcome: str) -> None:
+    """The one place a request or event refused on this endpoint is counted (`events_received_total{outcome}`)."""
+    exporter.count_received(INGRESS, outcome)
 
-    The SDK answers 500 to an execution request it cannot parse, a missing or
-    unknown `fnId`, an unsupported probe, and an in-band sync without a `url`,
-    a status that tells Inngest to retry a request that can never succeed.
-    What is checked is what the SDK checks, with its own models.
+
+def _front_door(exporter: Core, invoke: inngest_sdk.Invoker, functions: Collection[str]) -> Response | tuple[Response, int] | None:
+    """Before the SDK: verify the signature once; refuse stale and malformed signatures (401) and authentic requests
+    the SDK would fail on with a 500 (400/404); answer authentic invocations of our functions. None: the SDK's turn.
+
+    A missing signature (outside dev mode) or a MAC that does not match is the SDK's to refuse, with its 401.
     """
+    if request.path != SERVE_PATH:
+        return None
+    settings = exporter.settings
+    signing_key = None
+    if not settings.dev:
+        header = request.headers.get(signature.HEADER)
+        if header is None:
+            return None
+        try:
+            timestamp, mac = signature.parse_header(header)
+            signature.check_age(timestamp)
+        except signature.SignatureError as err:
+            return jsonify(error=str(err)), 401
+        if request.method not in ("POST", "PUT"):
+            return None
+        try:
+            signing_key = signature.matching_key(request.get_data(), timestamp, mac, settings.signing_keys)
+        except signature.SignatureError:
+            return None
     if request.method == "PUT":
-        if dev or request.headers.get(sdk_server.HeaderKey.SYNC_KIND.value) != sdk_server.SyncKind.IN_BAND.value:
-            return None  # an out-of-band sync (the only kind in dev mode) does not read the body
-        sync = sdk_server.InBandSynchronizeRequest.from_raw(body)
-        return (400, f"not an in-band sync request: {_summary(sync)}") if isinstance(sync, Exception) else None
+        return _refuse(exporter, _sync_problem(settings.dev))
     if request.method != "POST":
         return None
-    probe = request.args.get(sdk_server.QueryParamKey.PROBE.value)
+    probe = request.args.get(inngest_sdk.PROBE_PARAM)
     if probe:
-        known = probe in {member.value for member in sdk_server.Probe}
-        return None if known else (400, f"unsupported probe {probe!r}")
-    fn_id = request.args.get(sdk_server.QueryParamKey.FUNCTION_ID.value)
+        return None if probe in inngest_sdk.PROBES else _refuse(exporter, (400, f"unsupported probe {probe!r}"))
+    fn_id = request.args.get(inngest_sdk.FUNCTION_ID_PARAM)
     if not fn_id:
-        return 400, "the fnId query parameter is missing"
+        return _refuse(exporter, (400, "the fnId query parameter is missing"))
     if fn_id not in functions and f"{APP_ID}-{fn_id}" not in functions:  # the SDK's lookup, old ids included
-        return 404, f"function {fn_id!r} is not served by this app"
-    execution = sdk_server.ServerRequest.from_raw(body)
+        return _refuse(exporter, (404, f"function {fn_id!r} is not served by this app"))
+    execution = inngest_sdk.parse_execution(request.get_data())
     if isinstance(execution, Exception):
-        return 400, f"not an Inngest execution request: {_summary(execution)}"
-    if execution.events is None and not execution.use_api:
-        return 400, "not an Inngest execution request: events: missing"
-    return None
+        return _refuse(exporter, (400, f"not an Inngest execution request: {_summary(execution)}"))
+    if execution.use_api:
+        return None  # the event is too large to be sent: the SDK fetches it from Inngest's API
+    if execution.events is None:
+        return _refuse(exporter, (400, "not an Inngest execution request: events: missing"))
+    event = execution.event
+    return invoke(lambda: _record(exporter, event), signing_key=signing_key)
+
+
+def _sync_problem(dev: bool) -> tuple[int, str] | None:
+    """Why the SDK would fail on this authentic sync with a 500: an in-band sync without a `url`."""
+    if dev or request.headers.get(inngest_sdk.SYNC_KIND_HEADER) != inngest_sdk.IN_BAND_SYNC:
+        return None  # an out-of-band sync (the only kind in dev mode) does not read the body
+    sync = inngest_sdk.parse_sync(request.get_data())
+    return (400, f"not an in-band sync request: {_summary(sync)}") if isinstance(sync, Exception) else None
+
+
+def _refuse(exporter: Core, problem: tuple[int, str] | None) -> tuple[Response, int] | None:
+    """The answer to an authentic request that can never succeed, counted as invalid; None when there is no problem."""
+    if problem is None:
+        return None
+    status, message = problem
+    _count_refusal(exporter, "invalid")
+    return jsonify(error=message), status
 
 
 def _summary(err: Exception) -> str:
@@ -174,37 +196,6 @@ def _summary(err: Exception) -> str:
         for error in err.errors(include_url=False, include_input=False)
     ]
     return "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
-
-
-def _screen_request(exporter: Core, functions: Collection[str]) -> tuple[Response, int] | None:
-    """Before the SDK: refuse stale and malformed signatures (401), and requests it would fail on with a 500 (400/404).
-
-    Only an authentic request (the SDK's own signature check, or dev mode) is
-    looked at further: anything else is the SDK's to refuse, with a 401.
-    """
-    if request.path != SERVE_PATH:
-        return None
-    refusal = _refuse_stale_signature(exporter)
-    if refusal is not None or request.method not in ("POST", "PUT"):
-        return refusal
-    settings = exporter.settings
-    body = request.get_data()
-    if not settings.dev:
-        verdict = sdk_net.validate_request_sig(
-            body=body,
-            headers=sdk_net.normalize_headers(dict(request.headers.items())),
-            mode=sdk_server.ServerKind.CLOUD,
-            signing_key=settings.signing_key,
-            signing_key_fallback=settings.signing_key_fallback,
-        )
-        if not isinstance(verdict, str):
-            return None
-    problem = _request_problem(functions, body, dev=settings.dev)
-    if problem is None:
-        return None
-    status, message = problem
-    exporter.count_received(INGRESS, "invalid")
-    return jsonify(error=message), status
 
 
 def _finish_answer(exporter: Core, response: Response) -> Response:
@@ -219,7 +210,7 @@ def _finish_answer(exporter: Core, response: Response) -> Response:
         return response
     status = response.status_code
     if status == 401:
-        exporter.count_received(INGRESS, "unauthorized")
+        _count_refusal(exporter, "unauthorized")
     if 400 <= status < 500 and status not in RETRIED_REFUSALS and NO_RETRY_HEADER not in response.headers:
         response.headers[NO_RETRY_HEADER] = "true"
     return response
@@ -253,5 +244,6 @@ def register(app: Flask, exporter: Core) -> None:
         serve_path=SERVE_PATH,
     )
     function_ids = frozenset(function.get_id() for function in functions)
-    app.before_request(lambda: _screen_request(exporter, function_ids))
+    invoker = inngest_sdk.Invoker(client)
+    app.before_request(lambda: _front_door(exporter, invoker, function_ids))
     app.after_request(lambda response: _finish_answer(exporter, response))

@@ -82,19 +82,44 @@ def check_age(timestamp: int, now: float | None = None) -> None:
         )
 
 
-def verify(body: bytes, header: str, keys: list[str], now: float | None = None) -> None:
-    """Accept when the header is fresh and its MAC matches any of `keys`; SignatureError otherwise."""
+def verify(body: bytes, header: str, keys: list[str], now: float | None = None) -> str:
+    """The key among `keys` whose MAC the fresh header carries (a response is signed with it); SignatureError otherwise.
+
+    Inngest's executor sends bodies that are already JCS-canonical, so a MAC over the
+    raw bytes that matches proves the body as it is (it is the canonical form the MAC
+    was made over) and canonicalising, most of a check's cost, is left for bodies
+    whose raw MAC does not match. Nor can digits of the timestamp be moved to the end
+    of the body (the MAC covers the body, then the timestamp): what would be left of
+    the timestamp is decades old.
+    """
     timestamp, given = parse_header(header)
     check_age(timestamp, now)
-    try:
-        canonical = canonical_body(body)
-    except RecursionError:
-        raise SignatureError("body is nested too deeply for its signature to be checked") from None
-    except ValueError:
-        raise SignatureError("body is not JSON, so its signature cannot be checked") from None
-    matched = False
-    for key in keys:
-        # compare every key, in constant time, so timing does not tell which key is in use
-        matched |= hmac.compare_digest(_mac(canonical, str(timestamp), key), given)
-    if not matched:
+    return matching_key(body, timestamp, given, keys)
+
+
+def matching_key(body: bytes, timestamp: int, given: str, keys: list[str]) -> str:
+    """`verify` once the header is parsed and its timestamp found fresh."""
+    key = _matching_key(body, str(timestamp), given, keys)
+    if key is None:
+        try:
+            canonical = canonical_body(body)
+        except RecursionError:
+            raise SignatureError("body is nested too deeply for its signature to be checked") from None
+        except ValueError:
+            raise SignatureError("body is not JSON, so its signature cannot be checked") from None
+        key = _matching_key(canonical, str(timestamp), given, keys) if canonical != body else None
+    if key is None:
         raise SignatureError(f"{HEADER} does not match the signing key")
+    return key
+
+
+def _matching_key(signed: bytes, timestamp: str, given: str, keys: list[str]) -> str | None:
+    """The first of `keys` whose MAC over `signed` is `given`, or None.
+
+    Every key is compared, in constant time, so timing does not tell which key is in use.
+    """
+    matched = None
+    for key in keys:
+        if hmac.compare_digest(_mac(signed, timestamp, key), given) and matched is None:
+            matched = key
+    return matched

@@ -152,8 +152,8 @@ def test_no_secret_is_compared_with_a_timing_dependent_operator() -> None:
 
 
 @pytest.mark.parametrize(
-    "function", [signature.verify, ingress_events.authenticate, sdk_net._validate_sig],
-    ids=["exporter.signature.verify", "exporter.ingress_events.authenticate", "inngest SDK _validate_sig"],
+    "function", [signature._matching_key, ingress_events.authenticate, sdk_net._validate_sig],
+    ids=["exporter.signature._matching_key", "exporter.ingress_events.authenticate", "inngest SDK _validate_sig"],
 )
 def test_tokens_and_macs_are_compared_with_compare_digest(function: Callable[..., Any]) -> None:
     """Static: each place that checks a credential calls `hmac.compare_digest` (the SDK's own MAC check included)."""

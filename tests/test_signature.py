@@ -39,8 +39,18 @@ def test_integers_beyond_two_to_the_53_verify_as_inngest_signs_them() -> None:
     signature.verify(body, net.sign_request(body, SIGNING_KEY), [SIGNING_KEY])
 
 
-def test_fallback_key_is_accepted_during_rotation() -> None:
-    signature.verify(BODY, signature.sign(BODY, FALLBACK_KEY), [SIGNING_KEY, FALLBACK_KEY])
+def test_fallback_key_is_accepted_during_rotation_and_named_as_the_one_that_matched() -> None:
+    """The SDK signs its answer with the key that verified the request: `verify` says which one that was."""
+    assert signature.verify(BODY, signature.sign(BODY, FALLBACK_KEY), [SIGNING_KEY, FALLBACK_KEY]) == FALLBACK_KEY
+    assert signature.verify(BODY, signature.sign(BODY, SIGNING_KEY), [SIGNING_KEY, FALLBACK_KEY]) == SIGNING_KEY
+
+
+def test_a_body_sent_canonical_is_verified_without_canonicalising_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inngest's executor sends JCS-canonical bodies: their raw MAC matches, so the costly canonical form is never made."""
+    canonical = signature.canonical_body(BODY)
+    header = signature.sign(canonical, SIGNING_KEY)
+    monkeypatch.setattr(signature, "canonical_body", lambda body: pytest.fail("canonicalised a canonical body"))
+    assert signature.verify(canonical, header, [SIGNING_KEY]) == SIGNING_KEY
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,112 @@
+"""The Inngest SDK's internals the exporter relies on, in one place (inngest 0.5: `inngest._internal`).
+
+`/api/inngest` answers the one request Inngest sends most, an invocation of one of
+our functions, without the SDK's handler: that handler verifies the signature
+again (canonicalising the body), builds a middleware manager, a context and a step
+machine for a function that has no steps. What it answers is built here from the
+SDK's own pieces, exactly as its handler builds it (`comm_lib.utils.wrap_handler_sync`
+around `CommHandler.post_sync`), so Inngest sees the same status, body and headers,
+signed with the key that verified the request. The SDK's models parse the requests,
+so a request is malformed here exactly when the SDK would fail on it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import inngest
+import inngest.flask
+from flask import Response
+from inngest._internal import comm_lib, execution_lib, net, server_lib, transforms
+
+ExecutionRequest = server_lib.ServerRequest
+InBandSync = server_lib.InBandSynchronizeRequest
+FUNCTION_ID_PARAM = server_lib.QueryParamKey.FUNCTION_ID.value
+PROBE_PARAM = server_lib.QueryParamKey.PROBE.value
+PROBES = frozenset(member.value for member in server_lib.Probe)
+SYNC_KIND_HEADER = server_lib.HeaderKey.SYNC_KIND.value
+IN_BAND_SYNC = server_lib.SyncKind.IN_BAND.value
+
+
+def parse_execution(body: bytes) -> ExecutionRequest | Exception:
+    """The executor's body as the SDK parses it (its own model), or why it cannot be."""
+    return ExecutionRequest.from_raw(body)
+
+
+def parse_sync(body: bytes) -> InBandSync | Exception:
+    return InBandSync.from_raw(body)
+
+
+class Invoker:
+    """Calls a function's body as the SDK's handler does, and answers as it does, for one client.
+
+    A return is 200 with the output as JSON; an exception 500 with the SDK's error body,
+    and `X-Inngest-No-Retry: true` for a NonRetriableError. Then the headers every answer
+    of the handler carries, and its signature with the key that verified the request
+    (none in dev mode). A return's headers are the same every time: made once here
+    (what `CommResponse.from_call_result` and the handler's wrapper add up to), and
+    its output serialised once, where the SDK serialises it three times.
+    """
+
+    def __init__(self, client: inngest.Inngest) -> None:
+        self._client = client
+        framework = inngest.flask.FRAMEWORK
+        self._returned_headers = {
+            **net.create_headers(env=client.env, framework=framework, server_kind=None),
+            **net.create_headers(env=client.env, framework=framework, server_kind=client._mode),
+            server_lib.HeaderKey.SDK_HANDLED.value: "true",
+        }
+
+    def __call__(self, call: Callable[[], object], *, signing_key: str | None) -> Response:
+        timings = net.ServerTimings()
+        failure: Exception | None = None
+        with timings.comm_handler:
+            # the SDK's middleware (only its default, which gives ctx a logger) runs around the call; none runs
+            # here, and its two timings are reported as the SDK reports them, so Server-Timing names the same steps
+            with timings.mw_transform_input:
+                pass
+            try:
+                with timings.function:
+                    output = call()
+            except Exception as err:  # the SDK answers any exception of a function with a 500 naming it
+                transforms.remove_first_traceback_frame(err)  # as the SDK does: the frame that called the function
+                failure = err
+            with timings.mw_transform_output:
+                pass
+        if failure is not None:
+            return self._failed(failure, timings, signing_key)
+        body = json.dumps(output).encode("utf-8")
+        headers = {**self._returned_headers, server_lib.HeaderKey.SERVER_TIMING.value: timings.to_header()}
+        if signing_key is not None:
+            signed = net.sign_response(body, signing_key)
+            if isinstance(signed, Exception):
+                self._client.logger.error(signed)  # as the SDK does: the answer goes out unsigned
+            else:
+                headers[server_lib.HeaderKey.SIGNATURE.value] = signed
+        return Response(body, status=200, headers=headers)
+
+    def _failed(self, err: Exception, timings: net.ServerTimings, signing_key: str | None) -> Response:
+        """The SDK's answer to a function that raised `err`, built by the SDK's own code."""
+        client = self._client
+        comm_res = comm_lib.CommResponse.from_call_result(
+            client.logger, execution_lib.CallResult(err), client.env, inngest.flask.FRAMEWORK, None
+        )
+        comm_res.headers = {**comm_res.headers, **self._returned_headers}
+        comm_res.headers[server_lib.HeaderKey.SERVER_TIMING.value] = timings.to_header()
+        if signing_key is not None:
+            error = comm_res.sign(signing_key)
+            if error is not None:
+                client.logger.error(error)
+        response: Response = inngest.flask._to_response(client, comm_res)
+        return response
+
+
+def event_as_sent(event: inngest.Event) -> dict[str, Any]:
+    """The event as Inngest sent it: the SDK fills an absent `id`/`ts` with ""/0, which are not real values."""
+    raw = event.model_dump(mode="json")
+    if raw["id"] == "":
+        del raw["id"]
+    if raw["ts"] == 0:
+        del raw["ts"]
+    return raw
