@@ -64,7 +64,8 @@ class Exporter:
         self.discovery: Discovery | None = None
         if settings.discovers:
             self.discovery = Discovery(
-                settings, config, DefinitionStore(settings.state_dir), self.health, APP_ID, on_change=self.apply_config
+                settings, config, DefinitionStore(settings.state_dir), self.health, APP_ID,
+                on_change=self.apply_config, on_read=lambda: self.pipeline.release_settled(),
             )
             config = self.discovery.config  # the last good reading's, until Inngest is read
         self.config = config
@@ -133,6 +134,7 @@ class Exporter:
             self.bulk_windows,
             lambda function_id: self.health.expression_errors.labels(function_id).inc(),
             lookups=self.run_lookups,
+            definition_holds=self.discovery.holds_for if self.discovery is not None else None,
         )
 
     def apply_config(self, config: Config) -> None:

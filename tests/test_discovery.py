@@ -230,3 +230,34 @@ def test_the_definitions_command_prints_the_saved_definitions_when_inngest_canno
 )
 def test_discovery_is_on_in_production_by_default_and_off_in_development(env: dict[str, str], on: bool) -> None:
     assert load_settings(env).discovers is on
+
+
+def test_a_discovered_definition_is_trusted_only_for_runs_scheduled_while_it_was_known_to_hold(
+    stand_in: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inngest gives a run the definition its function had when the run was scheduled: one read before and after."""
+    from exporter import clock
+
+    now = [1_000_000]
+    monkeypatch.setattr(clock, "now_ms", lambda: now[0])
+    functions = shop_functions()
+    stand_in.apps = {shop.APP_ID: functions}
+    declared = parse_config({"functions": {"other-declared": {}}}, "t")
+    found = discovery(stand_in, tmp_path, [], declared)
+    timed = f"{shop.APP_ID}-{shop.FINISH_TIMEOUT}"
+    assert found.refresh()
+    now[0] = 1_060_000
+    assert found.refresh()
+    assert found.holds_for(timed, 1_030_000)
+    assert not found.holds_for(timed, 999_000)  # scheduled before it was first read: perhaps another definition
+    assert not found.holds_for(timed, 1_070_000)  # scheduled after the last reading: perhaps changed since
+    assert not found.holds_for(timed, None)
+    assert found.holds_for("other-declared", 1)  # the config's own word
+
+    stand_in.apps[shop.APP_ID] = [
+        {**item, "config": {**item["config"], "timeouts": {"finish": "9s"}}} if item["id"] == timed else item for item in functions
+    ]
+    now[0] = 1_120_000
+    assert found.refresh()
+    assert not found.holds_for(timed, 1_030_000)  # changed: no longer known for runs scheduled before this reading
+    assert found.holds_for(f"{shop.APP_ID}-{shop.PLAIN}", 1_030_000)  # unchanged

@@ -39,6 +39,8 @@ class DefinitionStore:
             "functions": {slug: as_document(config) for slug, config in sorted(definitions.functions.items())},
             "skipped": dict(sorted(definitions.skipped.items())),
             "own_url": definitions.own_url,
+            "read_at_ms": definitions.read_at_ms,
+            "since_ms": dict(sorted(definitions.since_ms.items())),
         }
         aside = self.path.with_name(self.path.name + ".new")
         aside.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -51,9 +53,11 @@ class DefinitionStore:
             functions = {slug: FunctionConfig.model_validate(item) for slug, item in document["functions"].items()}
             skipped = {str(slug): str(why) for slug, why in document.get("skipped", {}).items()}
             own_url = document.get("own_url")
+            read_at_ms = int(document.get("read_at_ms", 0))
+            since_ms = {str(slug): int(at) for slug, at in document.get("since_ms", {}).items()}
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as err:
             log.warning("function definitions: cannot read the saved copy %s (%s): waiting for Inngest's", self.path, err)
             return None
-        return Definitions(functions, skipped, own_url if isinstance(own_url, str) else None)
+        return Definitions(functions, skipped, own_url if isinstance(own_url, str) else None, read_at_ms, since_ms)

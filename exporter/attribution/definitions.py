@@ -50,11 +50,22 @@ class Definitions:
     """Functions left out, by slug, with why."""
     own_url: str | None = None
     """The URL of the exporter's own app as Inngest last synced it, when the app list was read."""
+    read_at_ms: int = field(default=0, compare=False)
+    """When the reading began: each definition held then."""
+    since_ms: dict[str, int] = field(default_factory=dict, compare=False)
+    """By slug, when the reading that first found the function's definition as it is now began."""
+
+    def holds_for(self, slug: str, scheduled_at_ms: int | None) -> bool:
+        """Whether the function's definition is known to be the one a run scheduled at `scheduled_at_ms` got: read
+        as it is both before and after that time. Inngest gives a run its function's definition when it schedules it;
+        a run scheduled before the definition was first read, or after the last reading, may have had another."""
+        since = self.since_ms.get(slug)
+        return since is not None and scheduled_at_ms is not None and since <= scheduled_at_ms <= self.read_at_ms
 
 
 def function_config(config: Mapping[str, Any]) -> FunctionConfig:
     """The exporter's config of a function, from the server's `config`; Unmappable when any part is not understood."""
-    unknown = sorted(key for key, value in config.items() if value is not None and key not in _IGNORED_SETTINGS | _MAPPED_SETTINGS)
+    unknown = sorted(name for name, value in config.items() if value is not None and name not in _IGNORED_SETTINGS | _MAPPED_SETTINGS)
     if unknown:
         raise Unmappable(f"unrecognised setting(s) {', '.join(unknown)}: they may cancel runs in ways not modelled")
     mapped: dict[str, Any] = {"triggers": [_trigger(trigger) for trigger in _list(config, "triggers")]}
@@ -99,14 +110,14 @@ def _object(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _only(value: Any, keys: set[str], where: str, *, also: set[str] = set()) -> dict[str, Any]:
-    """`value`'s non-null `keys`; Unmappable when it holds anything else (beyond `also`, which the caller reads)."""
+def _only(value: Any, fields: set[str], where: str, *, also: set[str] = set()) -> dict[str, Any]:
+    """`value`'s non-null `fields`; Unmappable when it holds anything else (beyond `also`, which the caller reads)."""
     if not isinstance(value, dict):
         raise Unmappable(f"{where}: expected an object")
-    extra = sorted(key for key, item in value.items() if item is not None and key not in keys | also)
+    extra = sorted(name for name, item in value.items() if item is not None and name not in fields | also)
     if extra:
         raise Unmappable(f"{where}: unrecognised {', '.join(extra)}")
-    return {key: item for key, item in value.items() if key in keys and item is not None}
+    return {name: item for name, item in value.items() if name in fields and item is not None}
 
 
 def _trigger(trigger: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ in use, and the failure is logged as the other REST readers log theirs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Callable
 
@@ -58,12 +59,16 @@ class Discovery:
         health: HealthMetrics,
         own_app: str,
         on_change: Callable[[Config], None],
+        on_read: Callable[[], object] = lambda: None,
     ) -> None:
+        """`on_change` gets the new effective config when a reading changed it; `on_read` is told after every reading
+        that succeeded (runs held until their function's definition is confirmed can go)."""
         self._declared = declared
         self._store = store
         self._own_app = own_app
         self._apps = settings.discovery_apps
         self._on_change = on_change
+        self._on_read = on_read
         self._api = InngestApi(settings, timeout=REQUEST_TIMEOUT_SECONDS)
         self._failures = FailureLog(
             log, f"function definitions: reading GET {self._api.base_url}{APPS_PATH} and {FUNCTIONS_PATH}", "readings"
@@ -116,16 +121,28 @@ class Discovery:
         outage = self._failures.ended()
         if outage is not None:
             log.info("function definitions: read again after %d failed readings", outage.failures)
-        previous, self.definitions = self.definitions, found
-        if found == previous:
-            return True
-        self._log_changes(previous, found)
-        try:
-            self._store.save(found)
-        except OSError as err:
-            log.warning("function definitions: cannot save them in %s (%s): a restart reads Inngest again", self._store.path, err)
-        self._on_change(self.config)
+        previous = self.definitions
+        found = dataclasses.replace(found, read_at_ms=now_ms, since_ms={
+            slug: previous.since_ms.get(slug, now_ms) if previous.functions.get(slug) == config else now_ms
+            for slug, config in found.functions.items()
+        })
+        self.definitions = found
+        if found != previous:
+            self._log_changes(previous, found)
+            try:
+                self._store.save(found)
+            except OSError as err:
+                log.warning("function definitions: cannot save them in %s (%s): a restart reads Inngest again", self._store.path, err)
+            self._on_change(self.config)
+        self._on_read()
         return True
+
+    def holds_for(self, function_id: str, scheduled_at_ms: int | None) -> bool:
+        """Whether a run of `function_id` scheduled then can be attributed with its effective definition: always for a
+        function only the config declares; for a discovered one, when its definition is known to have held then."""
+        if function_id not in self.definitions.functions:
+            return True
+        return self.definitions.holds_for(function_id, scheduled_at_ms)
 
     def _log_changes(self, previous: Definitions, found: Definitions) -> None:
         old, new = previous.functions, found.functions
