@@ -35,10 +35,11 @@ DISCOVERY_ENV = {"EXPORTER_DISCOVERY": "on", "EXPORTER_DISCOVERY_INTERVAL": "2s"
 FIXTURES = {"app-functions-v1.json": f"/v1/apps/{shop.APP_ID}/functions", "apps-v2.json": "/v2/apps"}
 
 
-@pytest.fixture
-def undeclared_stack(serve: Callable[..., ServeProcess], tmp_path: Any) -> Iterator[Stack]:
-    """`inngest start`, the exporter's config declaring no function (only that this server has no bulk cancellation)."""
-    with _stack("start", {"bulk_cancellations": {"available": False}}, serve, tmp_path, DISCOVERY_ENV) as running:
+@pytest.fixture(params=["start", "dev"], ids=["inngest-start", "inngest-dev"])
+def undeclared_stack(request: pytest.FixtureRequest, serve: Callable[..., ServeProcess], tmp_path: Any) -> Iterator[Stack]:
+    """A real server, the exporter's config declaring no function (only that the server has no bulk cancellation);
+    discovery is on in dev mode too, where it is off by default."""
+    with _stack(request.param, {"bulk_cancellations": {"available": False}}, serve, tmp_path, DISCOVERY_ENV) as running:
         yield running
 
 
