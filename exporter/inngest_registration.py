@@ -24,6 +24,8 @@ import inngest.flask
 from flask import Flask, Response, request
 from inngest._internal import comm_lib, const
 
+from exporter import clock
+from exporter.attribution.inngest_api import FailureLog
 from exporter.core_api import Core
 from exporter.periodic import PeriodicTask
 from exporter.state import StateUnavailable
@@ -60,6 +62,7 @@ class ServedFunctions:
         app.after_request(self._after_sync)
         self._unregistered = False
         """The events changed and registering them with Inngest has not succeeded yet."""
+        self._failures = FailureLog(log, "the exporter's Inngest app: registering its new triggers", "attempts")
         if exporter.settings.discovers:
             PeriodicTask("inngest-subscription", SUBSCRIPTION_CHECK_SECONDS, self.check).start()
 
@@ -85,12 +88,18 @@ class ServedFunctions:
             self._unregistered = not self.register()
 
     def register(self) -> bool:
-        """Register the app and its current functions with Inngest, at the URL Inngest knows it by; whether it took."""
+        """Register the app and its current functions with Inngest, at the URL Inngest knows it by; whether it took.
+
+        A failure is logged when it starts, changes and every few minutes while it lasts (checks retry it every
+        SUBSCRIPTION_CHECK_SECONDS), its end once.
+        """
         url = self._own_url
+        now_ms = clock.now_ms()
         if url is None:
-            log.warning(
-                "the exporter's Inngest app cannot register its new triggers: the URL at which Inngest syncs it is not "
-                "known yet (GET /v2/apps lists it once synced); sync the app in Inngest to apply them now"
+            self._failures.count(now_ms)
+            self._failures.tell(
+                "no URL", "the URL at which Inngest syncs this app is not known yet (GET /v2/apps lists it once the app "
+                "is synced): sync the app in Inngest to apply them now", now_ms,
             )
             return False
         sync = comm_lib.CommRequest(
@@ -100,8 +109,10 @@ class ServedFunctions:
         answer = comm_lib.handler.Syncer(logger=log).out_of_band_sync(self._handler, sync)
         if isinstance(answer, Exception) or answer.status_code >= 300:
             reason = answer if isinstance(answer, Exception) else f"HTTP {answer.status_code} {answer.body!r}"
-            log.warning("the exporter's Inngest app could not register its new triggers at %s: %s; retrying", url, reason)
+            self._failures.count(now_ms)
+            self._failures.tell(type(answer).__name__, f"POST /fn/register for {url}: {reason}", now_ms)
             return False
+        self._failures.ended()
         log.info("the exporter's Inngest app registered again at %s with %d evidence events", url, len(self._names))
         return True
 
