@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from flask import Flask, jsonify
+from prometheus_client import CollectorRegistry
 
 from exporter.attribution.definition_store import DefinitionStore
 from exporter.attribution.definitions import Definitions, Unmappable, function_config, parse_functions
@@ -25,11 +27,12 @@ from exporter.config import Config, parse_config
 from exporter.health import HealthMetrics
 from exporter.ingress_inngest import APP_ID
 from exporter.settings import load_settings
-from prometheus_client import CollectorRegistry
 from tests.conftest import free_port
 from tests.support import inngest_test_app as shop
 from tests.support.http import serve_in_thread
+from tests.support.inngest_driver import InngestDriver
 from tests.support.payloads import SIGNING_KEY
+from tests.support.waiting import eventually
 
 FIXTURES = Path(__file__).parent / "fixtures" / "real-server"
 FUNCTIONS = json.loads((FIXTURES / "app-functions-v1.json").read_text())
@@ -107,7 +110,7 @@ def test_an_override_that_cannot_combine_with_the_discovered_function_uses_the_c
     assert "does not combine with it" in definitions_yaml(declared, discovered)
 
 
-def test_the_definitions_yaml_says_where_each_function_comes_from_and_passes_check_config(tmp_path: Path) -> None:
+def test_the_definitions_yaml_says_where_each_function_comes_from_and_passes_check_config() -> None:
     discovered, _ = parse_functions(shop_functions())
     declared = parse_config({"functions": {f"{shop.APP_ID}-{shop.PLAIN}": {"timeouts": {"start": "1m"}}, "x-y": {}}}, "t")
     text = definitions_yaml(declared, discovered)
@@ -117,13 +120,11 @@ def test_the_definitions_yaml_says_where_each_function_comes_from_and_passes_che
 
 
 def parse_config_text(text: str) -> Config:
-    import yaml
-
     return parse_config(yaml.safe_load(text), "definitions")
 
 
 def test_the_store_keeps_a_reading_across_restarts_and_ignores_a_damaged_one(tmp_path: Path) -> None:
-    functions, skipped = parse_functions(shop_functions())
+    functions, _ = parse_functions(shop_functions())
     store = DefinitionStore(tmp_path)
     assert store.load() is None
     store.save(Definitions(functions, {"app-x": "why"}, "http://app/api/inngest"))
@@ -261,3 +262,19 @@ def test_a_discovered_definition_is_trusted_only_for_runs_scheduled_while_it_was
     assert found.refresh()
     assert not found.holds_for(timed, 1_030_000)  # changed: no longer known for runs scheduled before this reading
     assert found.holds_for(f"{shop.APP_ID}-{shop.PLAIN}", 1_030_000)  # unchanged
+
+
+def test_a_sync_registers_the_exporter_s_app_with_the_discovered_functions_signals(stand_in: StandIn, make_app: Any) -> None:
+    """Inngest syncing the exporter gets the triggers of the definitions read, none declared in the config."""
+    stand_in.apps = {shop.APP_ID: shop_functions()}
+    app = make_app({}, EXPORTER_DISCOVERY="on", INNGEST_API_BASE_URL=f"http://127.0.0.1:{stand_in.port}")
+    eventually(lambda: bool(app.extensions["exporter"].config.evidence_names), timeout=10)
+    port = free_port()
+    server, thread = serve_in_thread(app, port, "exporter")
+    try:
+        synced = InngestDriver(f"http://127.0.0.1:{port}", SIGNING_KEY).sync()
+    finally:
+        server.shutdown()
+        thread.join(5)
+    triggers = {name for function in synced.functions for name in function.triggers}
+    assert {shop.CANCEL_SIGNAL, shop.TRIGGERS[shop.SINGLETON]} <= triggers
