@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from flask import Flask, jsonify
 from prometheus_client import CollectorRegistry
 
+from exporter import clock
 from exporter.attribution.definition_store import DefinitionStore
 from exporter.attribution.definitions import Definitions, Unmappable, function_config, parse_functions
 from exporter.attribution.discovery import Discovery
@@ -139,11 +140,13 @@ class StandIn:
     def __init__(self) -> None:
         self.apps: dict[str, list[dict[str, Any]]] = {}
         self.failing = False
+        self.readings = 0
         self.port = free_port()
         app = Flask("stand-in")
 
         @app.get("/v2/apps")
         def apps() -> Any:
+            self.readings += 1
             if self.failing:
                 return jsonify(error="down"), 503
             listed = [{**APPS["data"][0], "id": name, "latestSync": {"url": f"http://{name}/api/inngest"}} for name in self.apps]
@@ -167,10 +170,12 @@ def stand_in() -> Iterator[StandIn]:
     api.close()
 
 
-def discovery(stand_in: StandIn, state_dir: Path, applied: list[Config], declared: Config = Config()) -> Discovery:
+def discovery(
+    stand_in: StandIn, state_dir: Path, applied: list[Config], declared: Config = Config(), interval: str = "1m"
+) -> Discovery:
     settings = load_settings({
         "INNGEST_SIGNING_KEY": SIGNING_KEY, "INNGEST_API_BASE_URL": f"http://127.0.0.1:{stand_in.port}",
-        "EXPORTER_STATE_DIR": str(state_dir),
+        "EXPORTER_STATE_DIR": str(state_dir), "EXPORTER_DISCOVERY_INTERVAL": interval,
     })
     return Discovery(settings, declared, DefinitionStore(state_dir), HealthMetrics(CollectorRegistry()), APP_ID, applied.append)
 
@@ -237,8 +242,6 @@ def test_a_discovered_definition_is_trusted_only_for_runs_scheduled_while_it_was
     stand_in: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inngest gives a run the definition its function had when the run was scheduled: one read before and after."""
-    from exporter import clock
-
     now = [1_000_000]
     monkeypatch.setattr(clock, "now_ms", lambda: now[0])
     functions = shop_functions()
@@ -278,3 +281,20 @@ def test_a_sync_registers_the_exporter_s_app_with_the_discovered_functions_signa
         thread.join(5)
     triggers = {name for function in synced.functions for name in function.triggers}
     assert {shop.CANCEL_SIGNAL, shop.TRIGGERS[shop.SINGLETON]} <= triggers
+
+
+def test_a_run_scheduled_after_the_last_reading_asks_for_the_next_one_sooner_than_the_interval(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    stand_in.apps = {shop.APP_ID: shop_functions()}
+    found = discovery(stand_in, tmp_path, [], interval="1h")
+    found.start()
+    try:
+        eventually(lambda: stand_in.readings == 1, timeout=10)
+        scheduled = clock.now_ms() + 1
+        plain = f"{shop.APP_ID}-{shop.PLAIN}"
+        assert not found.holds_for(plain, scheduled)
+        eventually(lambda: found.holds_for(plain, scheduled), timeout=30)  # confirmed by a reading an hour early
+        assert stand_in.readings == 2
+    finally:
+        found.stop(5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import Callable
 
 from exporter import clock
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 OUTCOMES = ("ok", "error")
+CONFIRMATION_SPACING_MS = 5_000
+"""Least time between two readings when held runs ask for one sooner than the interval: a storm of new runs costs
+one reading per this, and their cancellations wait about this long for the reading that confirms their definitions."""
 
 
 def changed_fields(old: FunctionConfig, new: FunctionConfig) -> list[str]:
@@ -89,7 +93,9 @@ class Discovery:
             "Functions read from Inngest but left out (a setting the exporter does not understand): reported unknown.",
             lambda: float(len(self.definitions.skipped)),
         )
-        self._task = PeriodicTask("function-discovery", settings.discovery_interval, self.refresh, run_first=True)
+        self._last_attempt_ms = 0
+        self._stopping = threading.Event()
+        self._task = PeriodicTask("function-discovery", settings.discovery_interval, self._spaced_refresh, run_first=True)
 
     @property
     def config(self) -> Config:
@@ -100,15 +106,23 @@ class Discovery:
         self._task.start()
 
     def stop(self, timeout: float) -> None:
+        self._stopping.set()
         self._task.stop(timeout)
 
     def refresh_soon(self) -> None:
         """Read the definitions again now rather than at the next interval (the exporter was just synced)."""
         self._task.wake()
 
+    def _spaced_refresh(self) -> None:
+        """A reading, CONFIRMATION_SPACING_MS at least after the last one began."""
+        wait_ms = self._last_attempt_ms + CONFIRMATION_SPACING_MS - clock.now_ms()
+        if wait_ms > 0 and self._stopping.wait(wait_ms / 1000):
+            return
+        self.refresh()
+
     def refresh(self) -> bool:
         """Read every app's functions; apply and save them when they changed. False when the reading failed."""
-        now_ms = clock.now_ms()
+        now_ms = self._last_attempt_ms = clock.now_ms()
         try:
             found = read_definitions(self._api, self._apps, self._own_app)
         except (ApiFailure, ValueError) as err:
@@ -140,9 +154,14 @@ class Discovery:
     def holds_for(self, function_id: str, scheduled_at_ms: int | None) -> bool:
         """Whether a run of `function_id` scheduled then can be attributed with its effective definition: always for a
         function only the config declares; for a discovered one, when its definition is known to have held then."""
-        if function_id not in self.definitions.functions:
+        definitions = self.definitions
+        if function_id not in definitions.functions:
             return True
-        return self.definitions.holds_for(function_id, scheduled_at_ms)
+        if definitions.holds_for(function_id, scheduled_at_ms):
+            return True
+        if scheduled_at_ms is not None and scheduled_at_ms > definitions.read_at_ms:
+            self._task.wake()  # the next reading may confirm it: sooner than the interval
+        return False
 
     def _log_changes(self, previous: Definitions, found: Definitions) -> None:
         old, new = previous.functions, found.functions
