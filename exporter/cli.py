@@ -214,6 +214,28 @@ def check_config(file: Path) -> None:
 
 
 @main.command()
+@_setting_options
+def definitions(**flags: Any) -> None:
+    """Print the functions the exporter attributes with, as a YAML `functions:` section: each discovered from Inngest,
+    overridden by the config or declared in it."""
+    from exporter.attribution.discovery import latest_definitions
+    from exporter.attribution.effective import definitions_yaml
+    from exporter.ingress_inngest import APP_ID
+
+    try:
+        settings = load_settings(os.environ, flags)
+        config = load_config(settings.config)
+    except (SettingsError, ConfigError) as err:
+        _fail(err.problems)
+    found, problem = latest_definitions(settings, APP_ID)
+    if problem is not None:
+        click.echo(f"note: {problem}; showing the definitions last saved in {settings.state_dir}", err=True)
+    click.echo(definitions_yaml(config, found.functions), nl=False)
+    for slug, why in sorted(found.skipped.items()):
+        click.echo(f"note: {slug} left out ({why}): unknown unless declared", err=True)
+
+
+@main.command()
 @click.option("--url", required=True, help="Base URL of a running exporter, e.g. http://127.0.0.1:9469.")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Events per second.")
 @click.option("--count", type=click.IntRange(min=1), default=200, show_default=True, help="Cancellations to send.")

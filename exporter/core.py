@@ -17,10 +17,13 @@ from prometheus_client import CollectorRegistry
 from exporter import clock, exposition
 from exporter.attribution.bulk import BulkPoller, BulkWindowStore
 from exporter.attribution.classify import EvidenceClassifier
+from exporter.attribution.definition_store import DefinitionStore
+from exporter.attribution.discovery import Discovery
 from exporter.attribution.run_lookups import RunLookups, RunLookupStore
 from exporter.config import Config
 from exporter.dedupe import Dedupe
 from exporter.health import HealthMetrics
+from exporter.ingress_inngest import APP_ID
 from exporter.parsing import parse_body, parse_event
 from exporter.attribution.pending import PendingStore
 from exporter.periodic import PeriodicTask
@@ -48,7 +51,6 @@ class Exporter:
 
     def __init__(self, settings: Settings, config: Config, environ: Mapping[str, str] = os.environ) -> None:
         self.settings = settings
-        self.config = config
         self.registry = CollectorRegistry()
         self.health = HealthMetrics(self.registry)
         self.state = StateDB(settings.state_dir)
@@ -64,6 +66,14 @@ class Exporter:
             "When the last held cancellation's grace period ends, at the latest (0: none held).",
             self.pending.last_due,
         )
+        self.discovery: Discovery | None = None
+        if settings.discovers:
+            self.discovery = Discovery(
+                settings, config, DefinitionStore(settings.state_dir), self.health, APP_ID,
+                on_change=self.apply_config, on_read=lambda: self.pipeline.release_settled(),
+            )
+            config = self.discovery.config  # the last good reading's, until Inngest is read
+        self.config = config
         bulk = config.bulk_cancellations
         self.bulk_windows: BulkWindowStore | None = None
         self.bulk_poller: BulkPoller | None = None
@@ -99,13 +109,7 @@ class Exporter:
             dedupe=self.dedupe,
             signals=self.signals,
             pending=self.pending,
-            classifier=EvidenceClassifier(
-                config,
-                self.signals,
-                self.bulk_windows,
-                lambda function_id: self.health.expression_errors.labels(function_id).inc(),
-                lookups=self.run_lookups,
-            ),
+            classifier=self._classifier(config),
             durable_sinks=durable,
             live_sinks=live,
             health=self.health,
@@ -127,6 +131,35 @@ class Exporter:
         self._pruner = PeriodicTask("state-pruner", PRUNE_INTERVAL_SECONDS, self._prune)
         self._releaser = PeriodicTask("pending-release", RELEASE_INTERVAL_SECONDS, self.pipeline.release_due)
         self.started = False
+
+    def _classifier(self, config: Config) -> EvidenceClassifier:
+        return EvidenceClassifier(
+            config,
+            self.signals,
+            self.bulk_windows,
+            lambda function_id: self.health.expression_errors.labels(function_id).inc(),
+            lookups=self.run_lookups,
+            definition_holds=self.discovery.holds_for if self.discovery is not None else None,
+        )
+
+    def apply_config(self, config: Config) -> None:
+        """Attribute with `config`'s functions from now on: discovery read new definitions from Inngest.
+
+        Its labels and bulk polling are the declared ones, as at start: only the functions change.
+        """
+        self.pipeline.reconfigure(self._classifier(config), config.signal_listeners)
+        self.config = config
+
+    def signal_subscription(self) -> tuple[list[str], str | None]:
+        """The events the exporter's Inngest app must subscribe to (cancel signals, singleton triggers), and the URL at
+        which Inngest last synced it (None when not known)."""
+        own_url = self.discovery.definitions.own_url if self.discovery is not None else None
+        return sorted(self.config.evidence_names), own_url
+
+    def refresh_definitions(self) -> None:
+        """Read the functions' definitions again soon (the exporter was synced: an app may have been too)."""
+        if self.discovery is not None:
+            self.discovery.refresh_soon()
 
     def ingest_body(self, body: bytes, ingress: str) -> bytes:
         events = parse_body(
@@ -172,6 +205,8 @@ class Exporter:
             self.bulk_poller.start()
         if self.run_lookup_worker is not None:
             self.run_lookup_worker.start()
+        if self.discovery is not None:
+            self.discovery.start()
         if self.datadog is not None:
             self.datadog.start()
         self.started = True
@@ -186,6 +221,8 @@ class Exporter:
             self.bulk_poller.stop(share)
         if self.run_lookup_worker is not None:
             self.run_lookup_worker.stop(share)
+        if self.discovery is not None:
+            self.discovery.stop(share)
         if self.datadog is not None:
             self.datadog.stop(share)
         if self.otel is not None:

@@ -47,6 +47,14 @@ class Core(Protocol):
         """Why the exporter is not ready to take events; empty when it is."""
         ...
 
+    def signal_subscription(self) -> tuple[list[str], str | None]:
+        """The events the exporter's Inngest app must subscribe to, and the URL at which Inngest last synced it."""
+        ...
+
+    def refresh_definitions(self) -> None:
+        """Read the functions' definitions from Inngest again soon (when discovery is on)."""
+        ...
+
     def stop(self, timeout: float = 10.0) -> None:
         """Flush spans and stop background work within about `timeout`."""
         ...

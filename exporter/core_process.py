@@ -48,7 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CALLS = frozenset({"ingest_body", "ingest_event", "count_received", "render_metrics", "problems"})
+CALLS = frozenset({
+    "ingest_body", "ingest_event", "count_received", "render_metrics", "problems", "signal_subscription",
+    "refresh_definitions",
+})
 """The `Core` methods a connection may call; `stop` comes only through the pipe."""
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 """Calls are pickled with the plain pickler: multiprocessing's own (`send`) builds a Python subclass per message."""
@@ -140,6 +143,13 @@ class RemoteCore:
         except CoreUnavailable as err:
             return [str(err)]
         return problems
+
+    def signal_subscription(self) -> tuple[list[str], str | None]:
+        names, own_url = self._call("signal_subscription")
+        return names, own_url
+
+    def refresh_definitions(self) -> None:
+        self._call("refresh_definitions")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the core to stop (it flushes spans, leaves Datadog events in the outbox) and wait for it to exit."""

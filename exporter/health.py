@@ -97,6 +97,10 @@ class HealthMetrics:
         """Count events by ingress and outcome; the series are looked up once, not on every request."""
         self._received[ingress, outcome].inc(count)
 
+    def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
+        """A counter of a feature that only some setups turn on, registered by that feature on this registry."""
+        return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self._registry)
+
     def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge read at scrape time, for state held elsewhere (outbox depth, dedupe size)."""
         gauge = Gauge(f"{PREFIX}_{name}", documentation, registry=self._registry)

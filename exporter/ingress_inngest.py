@@ -18,15 +18,15 @@ ours, so `create_app(settings)` means what the settings say).
 from __future__ import annotations
 
 import logging
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 import inngest
-import inngest.flask
 import pydantic
 from flask import Flask, Response, jsonify, request
 
 from exporter import inngest_sdk, signature
 from exporter.core_api import Core
+from exporter.inngest_registration import ServedFunctions
 from exporter.parsing import CANCELLED, InvalidInput
 from exporter.settings import Settings
 from exporter.state import StateUnavailable
@@ -66,15 +66,17 @@ def build_client(settings: Settings) -> inngest.Inngest:
     return client
 
 
-def build_functions(client: inngest.Inngest, exporter: Core) -> list[inngest.Function[dict[str, int]]]:
-    """`record-cancellation`, plus `record-cancel-signals[-N]` for the config's evidence events: its cancel signals
+def build_functions(
+    client: inngest.Inngest, exporter: Core, evidence_names: Sequence[str]
+) -> list[inngest.Function[dict[str, int]]]:
+    """`record-cancellation`, plus `record-cancel-signals[-N]` for the evidence events: the config's cancel signals
     and the triggers of its cancelling singletons.
 
     Subscribing to them lets Inngest deliver the evidence too, so users need
     no forwarder for it; Inngest allows MAX_TRIGGERS per function, hence the chunks.
     """
     functions = [_build_function(client, exporter, FUNCTION_ID, "Record cancellation", [CANCELLED])]
-    signals = sorted(exporter.config.evidence_names)
+    signals = sorted(evidence_names)
     chunks = [signals[i : i + MAX_TRIGGERS] for i in range(0, len(signals), MAX_TRIGGERS)]
     for number, chunk in enumerate(chunks, start=1):
         fn_id = SIGNAL_FUNCTION_ID if number == 1 else f"{SIGNAL_FUNCTION_ID}-{number}"
@@ -233,17 +235,9 @@ def register(app: Flask, exporter: Core) -> None:
         return
 
     client = build_client(settings)
-    functions = build_functions(client, exporter)
-    inngest.flask.serve(
-        app,
-        client,
-        functions,
-        # an unsigned PUT would make the SDK register this app at the URL of the
-        # request's Host header: only signed syncs (or dev mode) may do that
-        enable_unauthed_sync=False,
-        serve_path=SERVE_PATH,
+    served = ServedFunctions(
+        app, client, exporter, lambda names: build_functions(client, exporter, names), serve_path=SERVE_PATH
     )
-    function_ids = frozenset(function.get_id() for function in functions)
     invoker = inngest_sdk.Invoker(client)
-    app.before_request(lambda: _front_door(exporter, invoker, function_ids))
+    app.before_request(lambda: _front_door(exporter, invoker, served.ids()))
     app.after_request(lambda response: _finish_answer(exporter, response))

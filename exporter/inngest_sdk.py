@@ -13,12 +13,13 @@ so a request is malformed here exactly when the SDK would fail on it.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable
 
 import inngest
 import inngest.flask
-from flask import Response
-from inngest._internal import comm_lib, execution_lib, net, server_lib, transforms
+from flask import Flask, Response
+from inngest._internal import comm_lib, const, execution_lib, net, server_lib, transforms
 
 ExecutionRequest = server_lib.ServerRequest
 InBandSync = server_lib.InBandSynchronizeRequest
@@ -110,3 +111,43 @@ def event_as_sent(event: inngest.Event) -> dict[str, Any]:
     if raw["ts"] == 0:
         del raw["ts"]
     return raw
+
+
+class ServedApp:
+    """The SDK's handler of our app on a Flask route, as `inngest.flask.serve` builds it, but kept, so its functions
+    can be replaced while it serves (the SDK reads them on every request) and it can register itself again."""
+
+    def __init__(
+        self, app: Flask, client: inngest.Inngest, functions: list[inngest.Function[Any]], *, serve_path: str
+    ) -> None:
+        self._serve_path = serve_path
+        self._handler = comm_lib.CommHandler(
+            client=client,
+            # an unsigned PUT would make the SDK register this app at the URL of the
+            # request's Host header: only signed syncs (or dev mode) may do that
+            enable_unauthed_sync=False,
+            framework=inngest.flask.FRAMEWORK,
+            functions=functions,
+            streaming=const.Streaming.DISABLE,
+        )
+        inngest.flask._create_handler_sync(app, client, self._handler, public_path=None, serve_origin=None, serve_path=serve_path)
+
+    def ids(self) -> frozenset[str]:
+        """The ids of the functions served now."""
+        return frozenset(self._handler._fns)
+
+    def replace(self, functions: list[inngest.Function[Any]]) -> None:
+        self._handler._fns = {function.get_id(): function for function in functions}
+
+    def register(self, url: str, logger: logging.Logger) -> tuple[str, str] | None:
+        """Register the app at `url` with Inngest, as an out-of-band sync does (`POST /fn/register`).
+
+        None when it took, else the failure's kind and why."""
+        sync = comm_lib.CommRequest(
+            body=b"", headers={}, public_path=None, query_params={}, raw_request=None, request_url=url,
+            serve_origin=None, serve_path=self._serve_path,
+        )
+        answer = comm_lib.handler.Syncer(logger=logger).out_of_band_sync(self._handler, sync)
+        if isinstance(answer, Exception):
+            return type(answer).__name__, str(answer)
+        return (f"HTTP {answer.status_code}", f"HTTP {answer.status_code} {answer.body!r}") if answer.status_code >= 300 else None

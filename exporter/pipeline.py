@@ -90,6 +90,15 @@ class Pipeline:
         self._queue: collections.deque[_Queued] = collections.deque()
         self._recording = threading.Lock()
 
+    def reconfigure(self, classifier: SourceClassifier, signal_listeners: Mapping[str, frozenset[str]]) -> None:
+        """Decide with `classifier` from now on (the functions' definitions changed).
+
+        Each decision reads the classifier once, so a run is decided by the old definitions or the new, never by a
+        mix; a signal recorded meanwhile may only ask the held runs of the old listeners again, which is harmless.
+        """
+        self._classifier = classifier
+        self._signal_listeners = signal_listeners
+
     def ingest(self, events: Sequence[ParsedEvent], ingress: str) -> IngestSummary:
         """Record `events` atomically; raises StateUnavailable (nothing recorded) when state cannot be written.
 

@@ -70,6 +70,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("run_lookup_rate", "EXPORTER_RUN_LOOKUP_RATE", "Most run lookup requests per second to Inngest's REST API."),
     SettingSpec("run_lookup_concurrency", "EXPORTER_RUN_LOOKUP_CONCURRENCY", "Most run lookups in flight at once."),
     SettingSpec("run_lookup_timeout", "EXPORTER_RUN_LOOKUP_TIMEOUT", "Timeout of one run lookup request (e.g. 10s); a timed-out lookup is retried."),
+    SettingSpec(
+        "discovery", "EXPORTER_DISCOVERY",
+        "Read the functions' definitions (cancelOn rules, timeouts, singletons, batching) from Inngest's REST API: on, "
+        "off, or auto (the default: on in production, where a signing key is set; off in development mode).",
+    ),
+    SettingSpec("discovery_interval", "EXPORTER_DISCOVERY_INTERVAL", "How often the functions' definitions are read again (e.g. 1m)."),
+    SettingSpec(
+        "discovery_apps", "EXPORTER_DISCOVERY_APPS",
+        "Comma-separated ids of the Inngest apps whose functions are read (default: every app the server lists).",
+    ),
     SettingSpec("threads", "EXPORTER_THREADS", "Request threads of the one HTTP worker process (each forwards its requests to the core process).", "--threads"),
     SettingSpec("log_level", "EXPORTER_LOG_LEVEL", "Log level: debug, info, warning, error.", "--log-level"),
 )
@@ -137,6 +147,9 @@ class Settings(BaseModel):
     run_lookup_rate: float = Field(default=10.0, gt=0)
     run_lookup_concurrency: int = Field(default=4, ge=1, le=64)
     run_lookup_timeout: Duration = Field(default=10.0, gt=0)
+    discovery: Literal["on", "off", "auto"] = "auto"
+    discovery_interval: Duration = Field(default=60.0, gt=0)
+    discovery_apps: tuple[str, ...] = ()
     threads: int = Field(default=8, ge=1, le=256)
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
 
@@ -161,6 +174,24 @@ class Settings(BaseModel):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("discovery", mode="before")
+    @classmethod
+    def _discovery(cls, value: Any) -> Any:
+        text = str(value).strip().lower()
+        return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off", "": "auto"}.get(text, text)
+
+    @field_validator("discovery_apps", mode="before")
+    @classmethod
+    def _app_list(cls, value: Any) -> Any:
+        return tuple(name.strip() for name in value.split(",") if name.strip()) if isinstance(value, str) else value
+
+    @property
+    def discovers(self) -> bool:
+        """Whether function definitions are read from Inngest (`auto`: in production with a signing key)."""
+        if self.discovery == "auto":
+            return not self.dev and self.signing_key is not None
+        return self.discovery == "on"
 
     @property
     def datadog_enabled(self) -> bool:

@@ -92,6 +92,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
             "INNGEST_API_BASE_URL": NO_API,
             "INNGEST_SIGNING_KEY": SIGNING_KEY,
             "EXPORTER_INGEST_TOKEN": INGEST_TOKEN,
+            "EXPORTER_DISCOVERY": "off",  # Inngest is not there to read the definitions from (NO_API)
             **env,
         }
         settings = load_settings(environ)
@@ -120,6 +121,7 @@ class ServeProcess:
             "INNGEST_API_BASE_URL": NO_API,
             "INNGEST_SIGNING_KEY": SIGNING_KEY,
             "EXPORTER_INGEST_TOKEN": INGEST_TOKEN,
+            "EXPORTER_DISCOVERY": "off",  # Inngest is not there to read the definitions from (NO_API)
             **env,
         }
         self._args = args

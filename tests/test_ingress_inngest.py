@@ -208,7 +208,7 @@ def test_production_without_a_signing_key_says_what_is_missing(make_app: Callabl
 def test_function_body_records_through_the_pipeline(make_app: Callable[..., Flask]) -> None:
     exporter = make_app().extensions["exporter"]
     client = mocked.Inngest(app_id=APP_ID, is_production=False)
-    function = build_functions(client, exporter)[0]
+    function = build_functions(client, exporter, [])[0]
     event = inngest.Event(**cancellation())
     outputs = [mocked.trigger(function, event, client).output for _ in range(2)]
     assert [output["accepted"] for output in outputs] == [1, 0]

@@ -53,12 +53,15 @@ class StubCore:
     def count_received(self, ingress: str, outcome: str) -> None:
         self.refused.append((ingress, outcome))
 
+    def signal_subscription(self) -> tuple[list[str], str | None]:
+        return sorted(self.config.evidence_names), None
+
 
 def sdk_app(core: StubCore) -> Flask:
     """The exporter's functions served by the SDK's handler alone, as the exporter served them before."""
     app = Flask("sdk-only")
     client = build_client(core.settings)
-    inngest.flask.serve(app, client, build_functions(client, core), enable_unauthed_sync=False, serve_path=SERVE_PATH)
+    inngest.flask.serve(app, client, build_functions(client, core, sorted(core.config.evidence_names)), enable_unauthed_sync=False, serve_path=SERVE_PATH)
     return app
 
 

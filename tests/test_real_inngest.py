@@ -74,7 +74,10 @@ def declared_stack(serve: Callable[..., ServeProcess], tmp_path: Path) -> Iterat
 
 
 @contextlib.contextmanager
-def _stack(mode: Mode, exporter_config: dict[str, Any], serve: Callable[..., ServeProcess], tmp_path: Path) -> Iterator[Stack]:
+def _stack(
+    mode: Mode, exporter_config: dict[str, Any], serve: Callable[..., ServeProcess], tmp_path: Path,
+    exporter_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps(exporter_config))
     server = InngestServer(mode, tmp_path, [])
@@ -90,7 +93,7 @@ def _stack(mode: Mode, exporter_config: dict[str, Any], serve: Callable[..., Ser
             env |= {"INNGEST_SIGNING_KEY": server.signing_key, "INNGEST_API_BASE_URL": server.url}
         else:
             env |= {"INNGEST_DEV": server.url, "INNGEST_SIGNING_KEY": "", "INNGEST_API_BASE_URL": ""}  # the default: the dev server
-        exporter = serve("--config", str(config), **env)
+        exporter = serve("--config", str(config), **(env | (exporter_env or {})))
         server.sdk_urls = [app.serve_url, f"{exporter.url}/api/inngest"]
         with server:
             eventually(lambda: _synced(server), timeout=60)

@@ -22,7 +22,10 @@ Inngest does not say why a run was cancelled. Each source has its evidence:
   function is declared in the config (no newer run of it can start unseen, from a
   cron schedule), bulk polling is on and has read
   the list since the cancellation, and the run's times are known;
-- `unknown`: anything else, including evidence for two sources at once.
+- `unknown`: anything else, including evidence for two sources at once, and a run
+  of a function whose definition, read from Inngest, is not known to be the one
+  the run got (exporter.attribution.discovery): it is held for a reading that
+  confirms it first.
 
 A run is *undecided* while evidence that would change its answer can still
 arrive (signals, triggers and bulk windows are delivered asynchronously): a
@@ -96,8 +99,15 @@ class EvidenceClassifier:
         on_expression_error: Callable[[str], None] = lambda function_id: None,
         *,
         lookups: RunLookupStore | None = None,
+        definition_holds: Callable[[str, int | None], bool] | None = None,
     ) -> None:
-        """`lookups` None: run lookups are off, and a run whose age admits a timeout is `unknown`."""
+        """`lookups` None: run lookups are off, and a run whose age admits a timeout is `unknown`.
+
+        `definition_holds(function_id, scheduled_at_ms)` says whether the function's definition is the one a run
+        scheduled then got (one read from Inngest may have changed since, or before): when it is not, the run is held
+        for a reading that confirms it, and `unknown` if none does within the grace period. None: the config's
+        definitions always are.
+        """
         self._functions = config.functions
         self._rules = {fid: [_Rule(rule) for rule in fn.cancel_on] for fid, fn in config.functions.items()}
         self._signals = signals
@@ -107,9 +117,13 @@ class EvidenceClassifier:
         """Declared in the config: no bulk cancellation exists to rule out."""
         self._on_expression_error = on_expression_error
         self._lookups = lookups
+        self._definition_holds = definition_holds
 
     def classify(self, tx: sqlite3.Connection, cancellation: Cancellation, *, final: bool) -> Source | None:
         fn = self._functions.get(cancellation.function_id)
+        confirmed = self._definition_holds
+        if fn is not None and confirmed is not None and not confirmed(cancellation.function_id, cancellation.scheduled_at_ms):
+            return Source.UNKNOWN if final else None  # its evidence would be weighed against another definition
         found = set()
         timeout, lookup = self._timeout(tx, cancellation, fn)
         if timeout is TimeoutEvidence.PROVEN:

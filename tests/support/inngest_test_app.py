@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import inngest
 import inngest.flask
+import requests
 from flask import Flask
 
 from tests.conftest import free_port
@@ -156,6 +157,16 @@ class SdkApp:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._thread.join(10)
+
+    def redeploy(self, build: Callable[[inngest.Inngest], list[inngest.Function[Any]]]) -> None:
+        """Deploy a new version of the app at the same URL, with the functions `build` makes, and sync it as a user
+        does after a deploy (`PUT` on its serve URL: the SDK registers the app with the server)."""
+        self.__exit__()
+        self._build = build
+        self.__enter__()
+        response = requests.put(self.serve_url, timeout=30)
+        if response.status_code != 200:
+            raise AssertionError(f"re-syncing {self.app_id} failed: {response.status_code} {response.text[:500]}")
 
 
 class TestApp(SdkApp):
