@@ -93,13 +93,17 @@ def exposition(app: Flask) -> dict[str, Metric]:
 def everything_on(make_app: Callable[..., Flask]) -> dict[str, Metric]:
     """Every sink and every kind of evidence on: every series the exporter can write."""
     config = {"labels": CONSTANT_LABELS, "bulk_cancellations": {"poll_interval": "1h"}}
-    return exposition(make_app(config, DD_API_KEY="dd-key", EXPORTER_DATADOG_URL="http://127.0.0.1:9"))
+    return exposition(
+        make_app(config, DD_API_KEY="dd-key", EXPORTER_DATADOG_URL="http://127.0.0.1:9", EXPORTER_DISCOVERY="on")
+    )
 
 
 @pytest.fixture
 def everything_off(make_app: Callable[..., Flask], tmp_path: Path) -> dict[str, Metric]:
-    """No Datadog, no bulk polling, no run lookups: the series that are always there (its own state: two apps may run)."""
-    app = make_app({"labels": CONSTANT_LABELS}, EXPORTER_RUN_LOOKUPS="false", EXPORTER_STATE_DIR=str(tmp_path / "off"))
+    """No Datadog, no bulk polling, no run lookups, no discovery: the series that are always there (its own state: two apps may run)."""
+    app = make_app(
+        {"labels": CONSTANT_LABELS}, EXPORTER_RUN_LOOKUPS="false", EXPORTER_DISCOVERY="off", EXPORTER_STATE_DIR=str(tmp_path / "off")
+    )
     return exposition(app)
 
 
