@@ -130,14 +130,16 @@ class ServedApp:
             functions=functions,
             streaming=const.Streaming.DISABLE,
         )
+        self._ids = frozenset(self._handler._fns)
         inngest.flask._create_handler_sync(app, client, self._handler, public_path=None, serve_origin=None, serve_path=serve_path)
 
     def ids(self) -> frozenset[str]:
-        """The ids of the functions served now."""
-        return frozenset(self._handler._fns)
+        """The ids of the functions served now; asked on every request, so kept rather than made each time."""
+        return self._ids
 
     def replace(self, functions: list[inngest.Function[Any]]) -> None:
         self._handler._fns = {function.get_id(): function for function in functions}
+        self._ids = frozenset(self._handler._fns)
 
     def register(self, url: str, logger: logging.Logger) -> tuple[str, str] | None:
         """Register the app at `url` with Inngest, as an out-of-band sync does (`POST /fn/register`).

@@ -129,13 +129,10 @@ class Discovery:
         except (ApiFailure, ValueError) as err:
             self._readings.labels("error").inc()
             failure = err if isinstance(err, ApiFailure) else ApiFailure(str(err), kind="answer shape")
-            self._failures.count(now_ms)
-            self._failures.tell(failure.kind, self._api.redacted(str(failure)), now_ms)
+            self._failures.failed(failure.kind, self._api.redacted(str(failure)), now_ms)
             return False
         self._readings.labels("ok").inc()
-        outage = self._failures.ended()
-        if outage is not None:
-            log.info("function definitions: read again after %d failed readings", outage.failures)
+        self._failures.recovered(now_ms)
         previous = self.definitions
         found = dataclasses.replace(found, read_at_ms=now_ms, since_ms={
             slug: previous.since_ms.get(slug, now_ms) if previous.functions.get(slug) == config else now_ms
