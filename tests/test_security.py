@@ -15,6 +15,7 @@ import ast
 import hashlib
 import inspect
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -45,6 +46,13 @@ def post_signed(server: ServeProcess, event: dict[str, Any], key: str, now: floa
     return requests.post(f"{server.url}/events", data=body, headers=headers, timeout=10)
 
 
+def seconds_from_now(offset: int) -> float:
+    """A whole second at least `offset` seconds from now, in its direction: a signature's timestamp is whole seconds,
+    and `int()` would bring a time ahead of now up to a second closer, inside the window it is meant to be outside."""
+    moved = time.time() + offset
+    return float(math.ceil(moved) if offset > 0 else math.floor(moved))
+
+
 def counted(server: ServeProcess) -> float:
     return server.metric("inngest_function_cancellations_total") or 0.0
 
@@ -55,7 +63,7 @@ def counted(server: ServeProcess) -> float:
 @pytest.mark.parametrize("offset", [-(WINDOW + 1), WINDOW + 1], ids=["301s-old", "301s-ahead"])
 def test_a_signed_events_request_outside_the_window_is_refused(serve: Callable[..., ServeProcess], offset: int) -> None:
     server = serve()
-    response = post_signed(server, cancellation(), SIGNING_KEY, now=time.time() + offset)
+    response = post_signed(server, cancellation(), SIGNING_KEY, now=seconds_from_now(offset))
     assert response.status_code == 401
     assert "more than 300 seconds from now" in response.json()["error"]
     assert counted(server) == 0.0
@@ -78,7 +86,7 @@ def test_a_signed_inngest_request_outside_the_window_is_refused(
 ) -> None:
     server = serve()
     function = InngestDriver(server.url, SIGNING_KEY, session=http).sync().function_for(CANCELLED)
-    shifted = InngestDriver(server.url, SIGNING_KEY, clock=lambda: time.time() + offset, session=http)
+    shifted = InngestDriver(server.url, SIGNING_KEY, clock=lambda: seconds_from_now(offset), session=http)
     invocation = shifted.invoke(function, cancellation())
     assert invocation.status == 401 and "more than 300 seconds from now" in invocation.body["error"]
     assert shifted.in_band_sync().status_code == 401
