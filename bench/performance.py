@@ -146,13 +146,25 @@ class Problem(Exception):
 # Servers and what they report
 
 
+HELD_THROUGH_THE_RUN = "1h"
+"""EXPORTER_ATTRIBUTION_GRACE of the ingestion figures. Runs old enough for a timeout (about half the workload's)
+await a run lookup, and Inngest's API allows about ten a second (EXPORTER_RUN_LOOKUP_RATE): the rest are held,
+as in production, until their grace period ends. With the default two minutes, the runs held during one figure
+would all be decided, and sent to every sink, in a burst during a later one; held through the benchmark, each
+figure measures its own runs: their ingestion, holding and lookups, and the sinks for the runs decided at once."""
+
+
 def _server_env(standins: Standins, datadog_url: str, **extra: str) -> dict[str, str]:
-    """Every sink on: Datadog at `datadog_url`, spans to the stand-in collector."""
+    """Every sink on: Datadog at `datadog_url`, spans to the stand-in collector, run lookups answered by the
+    stand-in for Inngest's API."""
     return {
         "DD_API_KEY": "bench-datadog-key",
         "EXPORTER_DATADOG_URL": datadog_url,
         "OTEL_EXPORTER_OTLP_ENDPOINT": standins.urls.otlp,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "INNGEST_API_BASE_URL": standins.urls.inngest_api,
+        "EXPORTER_ATTRIBUTION_GRACE": HELD_THROUGH_THE_RUN,
+        "EXPORTER_DISCOVERY": "off",  # the config declares every function
         **extra,
     }
 
@@ -297,12 +309,7 @@ def _function(frame: str) -> str:
 def measure_in_process(plan: Plan, root: Path, standins: Standins, template: EventTemplate, profiler: Profiler) -> list[Figure]:
     """The core as `POST /events` drives it (`Exporter.ingest_body`: parse, ingest, the answer), minus HTTP, beside the floor."""
     environ = {
-        **os.environ,
-        "EXPORTER_STATE_DIR": str(root / "in-process" / "state"),
-        "DD_API_KEY": "bench-datadog-key",
-        "EXPORTER_DATADOG_URL": standins.urls.datadog,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": standins.urls.otlp,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        **os.environ, **_server_env(standins, standins.urls.datadog), "EXPORTER_STATE_DIR": str(root / "in-process" / "state"),
     }
     saved = dict(os.environ)
     os.environ.update(environ)  # the OpenTelemetry SDK reads its endpoint from os.environ itself
@@ -698,7 +705,6 @@ def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventT
         runs, api.runs = sources.runs(template, functions, now_ms)
         env = _server_env(
             standins, standins.urls.datadog, INNGEST_API_BASE_URL=api.url, EXPORTER_ATTRIBUTION_GRACE=sources.GRACE,
-            EXPORTER_RUN_LOOKUP_RATE="5000", EXPORTER_RUN_LOOKUP_CONCURRENCY="16",
         )
         with serving(root, "metrics", env, sources.config(functions)) as proc:
             eventually(lambda: (proc.metric("inngest_cancellation_exporter_bulk_last_success_timestamp_seconds") or 0) * 1000 >= now_ms, 30)
