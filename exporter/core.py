@@ -88,13 +88,13 @@ class Exporter:
                 self.registry, self.health, constant_labels=config.labels, max_functions=settings.max_functions
             )
         ]
-        self.otel: OtelSink | None = build_otel_sink(environ, self.health)
+        self.otel: OtelSink | None = build_otel_sink(environ, self.health, settings.run_links)
         if self.otel is not None:
             live.append(self.otel)
         durable: list[DurableSink] = []
         self.datadog: DatadogSender | None = None
         if settings.datadog_enabled:
-            outbox = DatadogOutbox(self.state, config.labels)
+            outbox = DatadogOutbox(self.state, config.labels, settings.run_links)
             durable.append(outbox)
             self.datadog = DatadogSender(
                 outbox,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.durations import parse_duration
+from exporter.run_links import RunLinks, check_dashboard_url
 
 SIGNATURE_MAX_AGE_SECONDS = 300
 """A signed request older than this is refused as a possible replay (fixed by the contract)."""
@@ -48,6 +49,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("dd_api_key", "DD_API_KEY", "Datadog API key; Datadog forwarding is on when set.", secret=True),
     SettingSpec("dd_site", "DD_SITE", "Datadog site, e.g. datadoghq.eu."),
     SettingSpec("datadog_url", "EXPORTER_DATADOG_URL", "Full base URL of the Datadog API, overriding DD_SITE (proxies, tests)."),
+    SettingSpec(
+        "inngest_dashboard_url", "EXPORTER_INNGEST_DASHBOARD_URL",
+        "Base URL of the Inngest dashboard, to link each Datadog event and span to the run's page: for Inngest Cloud "
+        "the environment's URL (https://app.inngest.com/env/<environment slug>), else the dev or self-hosted server's "
+        "(e.g. http://localhost:8288). Default: no links.",
+        "--inngest-dashboard-url",
+    ),
     SettingSpec("max_body_bytes", "EXPORTER_MAX_BODY_BYTES", "Largest accepted request body, in bytes (413 above).", "--max-body-bytes"),
     SettingSpec("max_batch_events", "EXPORTER_MAX_BATCH_EVENTS", "Most events accepted in one POST /events array (400 above).", "--max-batch-events"),
     SettingSpec("max_functions", "EXPORTER_MAX_FUNCTIONS", "Distinct function_id label values before new ones fold into `_overflow`.", "--max-functions"),
@@ -134,6 +142,7 @@ class Settings(BaseModel):
     dd_api_key: str | None = None
     dd_site: str = "datadoghq.com"
     datadog_url: str | None = None
+    inngest_dashboard_url: str | None = None
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=5000, ge=1)
     max_functions: int = Field(default=2000, ge=1)
@@ -170,10 +179,18 @@ class Settings(BaseModel):
     def _dev(cls, value: Any) -> bool:
         return _truthy_dev(value)
 
-    @field_validator("ingest_token", "signing_key", "signing_key_fallback", "dd_api_key", "config", "datadog_url", mode="before")
+    @field_validator(
+        "ingest_token", "signing_key", "signing_key_fallback", "dd_api_key", "config", "datadog_url", "inngest_dashboard_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("inngest_dashboard_url")
+    @classmethod
+    def _dashboard_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_dashboard_url(value)
 
     @field_validator("discovery", mode="before")
     @classmethod
@@ -192,6 +209,11 @@ class Settings(BaseModel):
         if self.discovery == "auto":
             return not self.dev and self.signing_key is not None
         return self.discovery == "on"
+
+    @property
+    def run_links(self) -> RunLinks | None:
+        """Links to the runs' pages in the Inngest dashboard, or None when EXPORTER_INNGEST_DASHBOARD_URL is not set."""
+        return None if self.inngest_dashboard_url is None else RunLinks.for_dashboard(self.inngest_dashboard_url)
 
     @property
     def datadog_enabled(self) -> bool:

@@ -26,6 +26,7 @@ def summary(settings: Settings, config: Config, environ: Mapping[str, str]) -> s
         "sinks: " + ", ".join(_sinks(settings, environ)),
         _bulk(settings, config),
         f"run lookups: {'on, GET ' + settings.api_base_url if settings.run_lookups else 'off (EXPORTER_RUN_LOOKUPS)'}",
+        _run_links(settings),
         "credentials: " + ", ".join(
             f"{name} {'set' if value else 'not set'}"
             for name, value in (("INNGEST_SIGNING_KEY", settings.signing_key), ("EXPORTER_INGEST_TOKEN", settings.ingest_token))
@@ -53,6 +54,12 @@ def _sinks(settings: Settings, environ: Mapping[str, str]) -> list[str]:
     else:
         sinks.append("Datadog off (DD_API_KEY)")
     return sinks
+
+
+def _run_links(settings: Settings) -> str:
+    """The run page's URL pattern, so a user sees at once whether Cloud's or a server's was chosen."""
+    links = settings.run_links
+    return f"links to runs: {links.prefix}<run id>" if links else "links to runs: off (EXPORTER_INNGEST_DASHBOARD_URL)"
 
 
 def _bulk(settings: Settings, config: Config) -> str:

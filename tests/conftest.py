@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, settings
 from exporter.config import Config, parse_config
 from exporter.settings import load_settings
 from exporter.state import StateDB
+from tests.support.otlp_receiver import OtlpHttpReceiver
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
 from tests.support.processes import worker_and_core
+from tests.support.recording_server import RecordingServer
 from tests.support.waiting import eventually
 
 SOAK_ENV = "SOAK"
@@ -142,7 +144,7 @@ class ServeProcess:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a loaded machine may answer late: ask again
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"serve did not become ready:\n{self.log()}")
@@ -188,6 +190,30 @@ class ServeProcess:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                     return sample.value
         return None
+
+
+@pytest.fixture
+def datadog() -> Iterator[RecordingServer]:
+    """A recording stand-in for Datadog's API, for `serve` (see `sinks_env`) or a sender."""
+    with RecordingServer() as server:
+        yield server
+
+
+@pytest.fixture
+def collector() -> Iterator[OtlpHttpReceiver]:
+    """An OTLP/HTTP receiver, for `serve` (see `sinks_env`)."""
+    with OtlpHttpReceiver() as receiver:
+        yield receiver
+
+
+def sinks_env(datadog: RecordingServer, collector: OtlpHttpReceiver) -> dict[str, str]:
+    """The variables a user sets to send Datadog events and spans to these two, spans exported within 100 ms."""
+    return {
+        "DD_API_KEY": "dd-test-key",
+        "EXPORTER_DATADOG_URL": datadog.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import promql_parser as promql
 import pytest
 import yaml
 
+from exporter.settings import load_settings
 from tests.support import dashboard_lint
 from tests.support.dashboards import (
     CANCELLATIONS_UID,
@@ -73,6 +74,30 @@ def test_the_cancellations_dashboard_narrows_every_query_to_the_chosen_functions
             assert {("function_id", "$function_id"), ("source", "$source")} <= regex, query.where
 
 
+def test_the_cancellations_dashboard_shows_exemplars_and_links_runs_to_inngest_and_traces() -> None:
+    """Exemplars (single runs) on the run-age heatmap and the by-source rate; the per-function table links each row to
+    the function's runs in Inngest, on Cloud's route (as exemplars' run_id and spans' inngest.run.url do, see
+    exporter/run_links.py), and to its spans in the optional traces data source."""
+    dashboard = shipped()[CANCELLATIONS_UID]
+    by_title = {panel["title"]: panel for panel in panels(dashboard)}
+    for title in ("Run age at cancellation", "Cancellation rate by source"):
+        assert all(target.get("exemplar") is True for target in by_title[title]["targets"]), title
+    assert by_title["Run age at cancellation"]["options"]["exemplars"]["color"]
+    traces, inngest = variables(dashboard)["traces"], variables(dashboard)["inngest_dashboard_url"]
+    assert (traces["type"], traces["query"], traces["current"]) == ("datasource", "tempo", {})  # none chosen is fine
+    assert inngest["type"] == "textbox" and load_settings({"EXPORTER_INNGEST_DASHBOARD_URL": inngest["query"]}).run_links
+    row = {"__data.fields.function_id": "demo-app-export", "inngest_dashboard_url": inngest["query"], "traces": "tempo-uid", "__from": "1", "__to": "2"}
+    links = {
+        link["title"]: dashboard_lint.LINK_VARIABLE.sub(lambda match: row[dashboard_lint.variable_name(match)], link["url"])
+        for link in by_title["Last cancellation per function"]["fieldConfig"]["defaults"]["links"]
+    }
+    assert links["Runs of ${__data.fields.function_id} in Inngest Cloud"] == (
+        "https://app.inngest.com/env/production/functions/demo-app-export/runs"
+    )
+    spans = links["Cancellation spans of ${__data.fields.function_id} in ${traces:text}"]
+    assert '"datasource":"tempo-uid"' in spans and 'span.inngest.function.id = \\"demo-app-export\\"' in spans
+
+
 # --- each lint rule catches its mistake --------------------------------------------------------
 
 
@@ -97,6 +122,7 @@ def good_dashboard() -> dict[str, Any]:
                 {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus"},
                 label_variable("job"),
                 label_variable("instance"),
+                {"name": "traces", "label": "Traces", "type": "datasource", "query": "tempo"},
             ]
         },
         "panels": [
@@ -114,7 +140,32 @@ def good_dashboard() -> dict[str, Any]:
                         "expr": 'sum(rate(http_requests_total{job=~"$job", instance=~"$instance"}[$__rate_interval]))',
                     }
                 ],
-            }
+            },
+            {
+                "id": 2,
+                "type": "timeseries",
+                "title": "Requests by job",
+                "description": "Requests per second by job; exemplars lead to single requests' traces.",
+                "datasource": DS,
+                "fieldConfig": {
+                    "defaults": {
+                        "unit": "reqps",
+                        "links": [
+                            {"title": "Traces of ${__data.fields.job}", "url": '/explore?panes={"a":{"datasource":"${traces}"}}'},
+                            {"title": "Job ${__data.fields.job}", "url": "https://jobs.example.com/${__data.fields.job:percentencode}"},
+                        ],
+                    },
+                    "overrides": [],
+                },
+                "targets": [
+                    {
+                        "refId": "A",
+                        "datasource": DS,
+                        "exemplar": True,
+                        "expr": 'sum by (job) (rate(http_requests_total{job=~"$job", instance=~"$instance"}[$__rate_interval]))',
+                    }
+                ],
+            },
         ],
     }
 
@@ -140,6 +191,8 @@ def mutated(changes: dict[str, Any]) -> dict[str, Any]:
 DELETE = object()
 EXPR = "panels.0.targets.0.expr"
 JOB_VARIABLE = "templating.list.1"
+TRACES_VARIABLE = "templating.list.3"
+LINKS = "panels.1.fieldConfig.defaults.links"
 MISTAKES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("no uid", {"uid": ""}, {"dashboard-uid-rule"}),
     ("a numeric id", {"id": 42}, {"dashboard-uid-rule"}),
@@ -147,6 +200,10 @@ MISTAKES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("no datasource variable", {"templating.list.0": {"name": "region", "type": "custom", "query": "eu"}}, {"template-datasource-rule"}),
     ("a loki datasource variable", {"templating.list.0.query": "loki"}, {"template-datasource-rule"}),
     ("no job variable", {JOB_VARIABLE: DELETE}, {"template-job-rule", "target-promql-rule"}),
+    ("a second datasource variable for loki", {f"{TRACES_VARIABLE}.query": "loki"}, {"template-datasource-rule"}),
+    ("a traces variable nothing uses", {f"{LINKS}": []}, {"template-datasource-rule"}),
+    ("a query on the traces datasource", {"panels.1.targets.0.datasource": {"type": "tempo", "uid": "${traces}"}},
+     {"panel-datasource-rule", "no-hardcoded-datasource-rule"}),
     ("a single-valued job", {f"{JOB_VARIABLE}.multi": False}, {"template-job-rule"}),
     ("an instance All of .*", {"templating.list.2.allValue": ".*"}, {"template-instance-rule"}),
     ("a variable with invalid PromQL", {f"{JOB_VARIABLE}.query": "label_values(up{, job)"}, {"template-label-promql-rule"}),
@@ -165,7 +222,7 @@ MISTAKES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("no title", {"panels.0.title": " "}, {"panel-title-description-rule"}),
     ("no unit", {"panels.0.fieldConfig.defaults": {}}, {"panel-units-rule"}),
     ("an unknown unit", {"panels.0.fieldConfig.defaults.unit": "furlongs"}, {"panel-units-rule"}),
-    ("a repeated panel id", {"panels.1": {**good_dashboard()["panels"][0]}}, {"panel-id-rule"}),
+    ("a repeated panel id", {"panels.2": {**good_dashboard()["panels"][0]}}, {"panel-id-rule"}),
     ("invalid PromQL", {EXPR: 'sum(rate(x_total{job=~"$job", instance=~"$instance"}[$__rate_interval])'}, {"target-promql-rule"}),
     ("an undefined variable", {EXPR: 'sum(rate(x_total{job=~"$job", instance=~"$instance", cluster=~"$cluster"}[$__rate_interval]))'},
      {"target-promql-rule"}),
@@ -178,6 +235,19 @@ MISTAKES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("no job matcher", {EXPR: 'sum(rate(x_total{instance=~"$instance"}[$__rate_interval]))'}, {"target-job-rule"}),
     ("a job matcher that ignores the variable", {EXPR: 'sum(rate(x_total{job="api", instance=~"$instance"}[$__rate_interval]))'},
      {"target-job-rule"}),
+    ("exemplars of an instant query", {"panels.1.targets.0.instant": True}, {"panel-exemplar-rule"}),
+    ("exemplars in a table", {"panels.1.type": "table"}, {"panel-exemplar-rule"}),
+    ("exemplars of a gauge", {"panels.1.targets.0.expr": 'sum by (job) (up{job=~"$job", instance=~"$instance"})'},
+     {"panel-exemplar-rule"}),
+    ("a link to a field the rows lack", {f"{LINKS}.1.url": "https://jobs.example.com/${__data.fields.function_id}"},
+     {"panel-links-rule"}),
+    ("a link to an undefined variable", {f"{LINKS}.1.url": "${inngest}/runs"}, {"panel-links-rule"}),
+    ("a relative link", {f"{LINKS}.1.url": "runs/${__data.fields.job}"}, {"panel-links-rule"}),
+    ("a link without a title", {f"{LINKS}.1.title": " "}, {"panel-links-rule"}),
+    ("an override's link to an undefined variable",
+     {"panels.1.fieldConfig.overrides": [{"matcher": {"id": "byName", "options": "job"},
+                                          "properties": [{"id": "links", "value": [{"title": "Run", "url": "/x/${run}"}]}]}]},
+     {"panel-links-rule"}),
     ("an instance equality", {EXPR: 'sum(rate(x_total{job=~"$job", instance="$instance"}[$__rate_interval]))'}, {"target-instance-rule"}),
 ]
 

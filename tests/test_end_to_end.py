@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import requests
 import ulid
 
-from tests.conftest import ServeProcess
+from tests.conftest import ServeProcess, sinks_env
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.otlp_receiver import OtlpHttpReceiver
@@ -24,27 +24,6 @@ from tests.support.recording_server import RecordingServer, server_error
 from tests.support.waiting import eventually
 
 RUN_ID = "01JDJKGTGDVV4DTXHY6XYB7BKK"
-
-
-@pytest.fixture
-def datadog() -> Iterator[RecordingServer]:
-    with RecordingServer() as server:
-        yield server
-
-
-@pytest.fixture
-def collector() -> Iterator[OtlpHttpReceiver]:
-    with OtlpHttpReceiver() as receiver:
-        yield receiver
-
-
-def sinks_env(datadog: RecordingServer, collector: OtlpHttpReceiver) -> dict[str, str]:
-    return {
-        "DD_API_KEY": "dd-test-key",
-        "EXPORTER_DATADOG_URL": datadog.url,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
 
 
 def test_a_cancellation_from_inngest_reaches_every_sink_once(

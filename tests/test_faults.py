@@ -46,12 +46,6 @@ def delivered_run_ids(datadog: RecordingServer) -> collections.Counter[str]:
     return counts
 
 
-@pytest.fixture
-def datadog() -> Iterator[RecordingServer]:
-    with RecordingServer() as server:
-        yield server
-
-
 def test_datadog_flapping_rate_limiting_and_hanging_lose_nothing_and_send_nothing_twice(
     serve: Callable[..., ServeProcess], datadog: RecordingServer
 ) -> None:

@@ -324,6 +324,9 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "too short a grace period to flush": ({"terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds"),
     "a setting the chart owns": ({"settings": {"EXPORTER_STATE_DIR": "/data"}}, "EXPORTER_STATE_DIR"),
     "a misspelt setting": ({"settings": {"EXPORTER_THREAD": 4}}, "EXPORTER_THREAD"),
+    "a dashboard URL without its scheme": (
+        {"settings": {"EXPORTER_INNGEST_DASHBOARD_URL": "app.inngest.com/env/production"}}, "EXPORTER_INNGEST_DASHBOARD_URL"
+    ),
     "a secret the exporter does not read": ({"secrets": {"GITHUB_TOKEN": "x"}}, "GITHUB_TOKEN"),
     "secret values beside an existing Secret": ({"existingSecret": "keys", "secrets": {"DD_API_KEY": "x"}}, "DD_API_KEY"),
     "a misspelt config section": ({"config": {"function": {}}}, "function"),

@@ -116,7 +116,8 @@ def test_version_and_help_show_the_installed_version_each_option_type_and_defaul
     assert options["--run-lookups / --no-run-lookups"].endswith("[default: run-lookups]")
     assert options["--log-level [debug|info|warning|error]"].endswith("[default: info]")
     assert options["--threads INTEGER RANGE"].endswith("[default: 8; 1<=x<=256]")
-    assert [name for name in options if name.endswith(" TEXT")] == ["--host TEXT"]
+    assert options["--inngest-dashboard-url TEXT"].endswith("[env: EXPORTER_INNGEST_DASHBOARD_URL]")  # no default: no links
+    assert [name for name in options if name.endswith(" TEXT")] == ["--host TEXT", "--inngest-dashboard-url TEXT"]
 
 
 def test_a_port_already_taken_is_named_in_one_line_and_serve_exits_at_once(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, NamedTuple
 
 from exporter.records import Classified
 from exporter.run_age import age_tag
+from exporter.run_links import RunLinks
 
 AGGREGATION_KEY_PREFIX = "inngest.function.cancelled:"
 AGGREGATION_KEY_MAX = 100
@@ -66,8 +67,9 @@ def _bounded(value: str | None) -> str | None:
     return None if value is None else value[:TEXT_MAX]
 
 
-def build_payload(facts: EventFacts, labels: Mapping[str, str]) -> dict[str, Any]:
-    """The Events API (v1) body for one cancelled run, as JSON-serialisable data."""
+def build_payload(facts: EventFacts, labels: Mapping[str, str], links: RunLinks | None = None) -> dict[str, Any]:
+    """The Events API (v1) body for one cancelled run, as JSON-serialisable data; its text links to the run's page in
+    the Inngest dashboard when `links` are set."""
     tags = [
         f"function_id:{facts.function_id}",
         f"cancellation_source:{facts.source}",
@@ -76,7 +78,7 @@ def build_payload(facts: EventFacts, labels: Mapping[str, str]) -> dict[str, Any
     ]
     return {
         "title": f"Inngest run cancelled: {facts.function_id} ({facts.source})",
-        "text": _text(facts)[:TEXT_MAX],
+        "text": _text(facts, links)[:TEXT_MAX],
         "tags": tags,
         "aggregation_key": aggregation_key(facts.function_id),
         "date_happened": facts.happened_ms // 1000,
@@ -84,22 +86,28 @@ def build_payload(facts: EventFacts, labels: Mapping[str, str]) -> dict[str, Any
     }
 
 
-def _text(facts: EventFacts) -> str:
-    """Names the run, its trigger and its exact age: the details too fine-grained to be tags."""
+def _text(facts: EventFacts, links: RunLinks | None) -> str:
+    """Names the run, its page, its trigger and its exact age: the details too fine-grained to be tags.
+
+    The link comes before the trigger, whose name may be long enough to have the text cut.
+    """
     age = facts.age_seconds
     trigger = facts.trigger_name or "unknown"
     if facts.trigger_id:
         trigger += f" (id {facts.trigger_id})"
     happened = datetime.fromtimestamp(facts.happened_ms / 1000, timezone.utc)
-    return "\n".join(
+    lines = [f"Run {facts.run_id} of {facts.function_id} was cancelled."]
+    if links is not None:
+        lines.append(f"Run in Inngest: {links.url(facts.run_id)}")
+    lines.extend(
         (
-            f"Run {facts.run_id} of {facts.function_id} was cancelled.",
             f"Cancellation source: {facts.source}",
             f"Triggering event: {trigger}",
             f"Run age: {'unknown' if age is None else f'{age:.3f} s'}",
             f"Cancelled at: {happened.isoformat(timespec='milliseconds')}",
         )
     )
+    return "\n".join(lines)
 
 
 def aggregation_key(function_id: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from exporter import clock
 from exporter.records import Classified
+from exporter.run_links import RunLinks
 from exporter.sinks.datadog_event import EventFacts, build_payload
 from exporter.state import StateDB
 
@@ -92,12 +93,14 @@ class DatadogOutbox:
     the deployment as it is configured now, the same labels this process puts on its Prometheus
     series, and staging would otherwise copy the same strings into every row of the ingest
     transaction. An event queued before a restart that changed them carries the new ones.
-    Rows from earlier versions keep the labels their stored payload was built with.
+    Rows from earlier versions keep the labels their stored payload was built with. The link to
+    the run's page (`links`, EXPORTER_INNGEST_DASHBOARD_URL) is made when the event is sent too.
     """
 
-    def __init__(self, state: StateDB, labels: Mapping[str, str]) -> None:
+    def __init__(self, state: StateDB, labels: Mapping[str, str], links: RunLinks | None = None) -> None:
         self._state = state
         self._labels = dict(labels)
+        self._links = links
         self._listeners: list[Callable[[], None]] = []
         _upgrade(state)
         state.ensure_schema(_SCHEMA)
@@ -133,14 +136,14 @@ class DatadogOutbox:
         ]
 
     def payload(self, row: OutboxRow) -> dict[str, Any]:
-        """The Events API body for a row: built from its facts with the current labels, or parsed as stored.
+        """The Events API body for a row: built from its facts with the current labels and links, or parsed as stored.
 
         ValueError (a stored payload that is not JSON) concerns that row alone.
         """
         if isinstance(row.event, str):
             stored: dict[str, Any] = json.loads(row.event)
             return stored
-        return build_payload(row.event, self._labels)
+        return build_payload(row.event, self._labels, self._links)
 
     def next_attempt_at_ms(self) -> int | None:
         """When the earliest row falls due (None when empty), so the sender can sleep until then.

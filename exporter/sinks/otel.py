@@ -1,7 +1,8 @@
 """OpenTelemetry sink: one span per cancelled run, batch-exported over OTLP.
 
-Configured only by the standard OTEL_* variables, so it drops into any collector
-setup without exporter-specific settings. The SDK supplies the resource, the
+Configured by the standard OTEL_* variables, so it drops into any collector setup
+without exporter-specific settings; the one exporter setting it reads is optional
+(EXPORTER_INNGEST_DASHBOARD_URL, a link to the run's page). The SDK supplies the resource, the
 sampler, the span encoding (as a template, `otel_encoding`) and the OTLP
 transport (`otlp_senders`); `span_batcher` queues and batches, and counts every
 span in `health.spans` as exported or dropped; spans are built and sent in a
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from exporter.health import HealthMetrics
 from exporter.records import Classified
+from exporter.run_links import RunLinks
 from exporter.sinks.otel_encoding import SpanEncoder, SpanFacts
 from exporter.sinks.otlp_senders import PROTOCOLS
 from exporter.sinks.span_batcher import SpanBatcher
@@ -62,8 +64,10 @@ def otlp_destination(environ: Mapping[str, str]) -> str | None:
     return f"{endpoint} ({_protocol(environ)})"
 
 
-def build_otel_sink(environ: Mapping[str, str], health: HealthMetrics) -> OtelSink | None:
+def build_otel_sink(environ: Mapping[str, str], health: HealthMetrics, links: RunLinks | None = None) -> OtelSink | None:
     """The span sink configured by the OTEL_* variables, or None when no OTLP export is asked for.
+
+    With `links` (EXPORTER_INNGEST_DASHBOARD_URL), each span carries the run page's URL.
 
     Export is asked for by an OTLP endpoint or `OTEL_TRACES_EXPORTER=otlp`, and turned off by
     `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true`. `environ` decides that and the
@@ -80,7 +84,7 @@ def build_otel_sink(environ: Mapping[str, str], health: HealthMetrics) -> OtelSi
     protocol = _protocol(environ)
     batching = _batch_settings(environ)
     provider = TracerProvider(resource=_resource(), shutdown_on_exit=False)  # only its resource and sampler are used
-    encoder = SpanEncoder(provider.resource, provider.sampler)
+    encoder = SpanEncoder(provider.resource, provider.sampler, links)
     exports = SpanExportProcess(encoder, protocol)
     batcher = SpanBatcher(exports.export, health.spans, **batching)
     return OtelSink(encoder, batcher, exports)

@@ -35,9 +35,12 @@ from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
 from exporter.records import Classified, Source
+from exporter.run_links import RunLinks
 from exporter.run_ids import ulid_int
 
 SPAN_NAME = "inngest.function.cancelled"
+RUN_URL_ATTRIBUTE = "inngest.run.url"
+"""The run's page in the Inngest dashboard, when EXPORTER_INNGEST_DASHBOARD_URL is set."""
 STATUS_DESCRIPTION = "function cancelled"
 SCOPE_NAME = "exporter.sinks.otel"
 
@@ -85,13 +88,15 @@ class SpanFacts(NamedTuple):
         )
 
 
-def _attributes(facts: SpanFacts) -> dict[str, AttributeValue]:
+def _attributes(facts: SpanFacts, links: RunLinks | None) -> dict[str, AttributeValue]:
     """The span's attributes; the optional ones only when known (OpenTelemetry has no null)."""
     attributes: dict[str, AttributeValue] = {
         "inngest.function.id": facts.function_id,
         "inngest.run.id": facts.run_id,
         "inngest.cancellation.source": facts.source,
     }
+    if links is not None:
+        attributes[RUN_URL_ATTRIBUTE] = links.url(facts.run_id)
     for key, value in (
         ("inngest.run.age_seconds", facts.age_seconds),
         ("inngest.event.name", facts.trigger_name),
@@ -112,7 +117,8 @@ def _set(field: AnyValue, value: AttributeValue) -> None:
 class SpanEncoder:
     """Builds each run's span from the template the SDK's encoder made for this resource."""
 
-    def __init__(self, resource: Resource, sampler: sampling.Sampler) -> None:
+    def __init__(self, resource: Resource, sampler: sampling.Sampler, links: RunLinks | None = None) -> None:
+        self._links = links
         # a run with every optional fact known, so the template holds every attribute, in `_attributes` order
         every_fact = SpanFacts("prototype", "prototype", Source.UNKNOWN.value, 0.0, "", "", 0, 0)
         prototype = encode_spans(
@@ -121,7 +127,7 @@ class SpanEncoder:
                     name=SPAN_NAME,
                     context=SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)),
                     resource=resource,
-                    attributes=_attributes(every_fact),
+                    attributes=_attributes(every_fact, links),
                     kind=SpanKind.INTERNAL,
                     status=Status(StatusCode.ERROR, STATUS_DESCRIPTION),
                     start_time=0,
@@ -147,14 +153,13 @@ class SpanEncoder:
         facts = SpanFacts.of(item)
         if self._sample_all:
             return facts
-        result = self._sampler.should_sample(
-            None, int.from_bytes(trace_id_for_run(facts.run_id), "big"), SPAN_NAME, SpanKind.INTERNAL, _attributes(facts)
-        )
+        trace_id = int.from_bytes(trace_id_for_run(facts.run_id), "big")
+        result = self._sampler.should_sample(None, trace_id, SPAN_NAME, SpanKind.INTERNAL, _attributes(facts, self._links))
         return facts if result.decision.is_sampled() else None
 
     def encode(self, facts: SpanFacts) -> Span:
         """The run's span: the template with the run's own values."""
-        attributes = _attributes(facts)
+        attributes = _attributes(facts, self._links)
         span = Span()
         span.CopyFrom(self._span)
         span.trace_id = trace_id_for_run(facts.run_id)

@@ -12,6 +12,7 @@ read raw shows resets as cliffs; a fixed rate window is empty at some zoom level
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,16 @@ from tests.support.dashboards import (
 )
 
 TEMPLATED_DATASOURCE = frozenset({"$datasource", "${datasource}"})
+TRACE_DATASOURCE_TYPES = frozenset({"tempo", "jaeger", "zipkin"})
+"""Plugin types a datasource variable other than the Prometheus one may list: where exemplars' trace ids lead."""
+EXEMPLAR_PANEL_TYPES = frozenset({"timeseries", "heatmap"})
+"""The panels that draw exemplars (Grafana hands them to panels as annotations, which tables do not show)."""
+EXEMPLAR_SUFFIXES = ("_total", "_bucket")
+"""OpenMetrics allows exemplars only on counters and histogram buckets."""
+LINK_VARIABLE = re.compile(r"\$\{(?P<braced>[\w.]+)(?::(?P<format>\w+))?\}|\$(?P<plain>\w+)|\[\[(?P<bracketed>\w+)\]\]")
+"""A variable reference in a data link, where Grafana also offers dotted ones (`${__data.fields.function_id}`)."""
+LINK_BUILTINS = frozenset({"__url_time_range", "__value.raw", "__value.text", "__value.numeric", "__value.time"})
+"""Data-link variables that need no field or label check."""
 MIN_SCHEMA_VERSION = 39
 UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
@@ -149,14 +160,24 @@ def schema_version(dashboard: Mapping[str, Any]) -> Iterator[str]:
 
 
 def template_datasource(dashboard: Mapping[str, Any]) -> Iterator[str]:
-    templated = [v for v in variables(dashboard).values() if v.get("type") == "datasource"]
-    if not templated:
-        yield "there is no datasource variable"
-    for variable in templated:
-        if variable.get("name") != "datasource":
-            yield f"the datasource variable is named {variable.get('name')!r}, not 'datasource'"
-        if variable.get("query") != "prometheus":
-            yield f"the datasource variable lists {variable.get('query')!r} datasources, not 'prometheus'"
+    """One Prometheus datasource variable, `datasource`, which every query reads; any other datasource variable is a
+    traces one (tempo, jaeger, zipkin: where exemplars and spans lead) that something refers to."""
+    templated = {name: v for name, v in variables(dashboard).items() if v.get("type") == "datasource"}
+    if "datasource" not in templated:
+        yield "there is no datasource variable named 'datasource'"
+    elif templated["datasource"].get("query") != "prometheus":
+        yield f"the datasource variable lists {templated['datasource'].get('query')!r} datasources, not 'prometheus'"
+    text = json.dumps({key: value for key, value in dashboard.items() if key != "templating"})
+    for name, variable in templated.items():
+        if name == "datasource":
+            continue
+        if variable.get("query") not in TRACE_DATASOURCE_TYPES:
+            yield (
+                f"the datasource variable {name} lists {variable.get('query')!r} datasources: only 'datasource' "
+                f"(prometheus) and traces ones ({', '.join(sorted(TRACE_DATASOURCE_TYPES))}) are expected"
+            )
+        elif name not in {variable_name(match) for match in LINK_VARIABLE.finditer(text)}:
+            yield f"the traces datasource variable {name} is not referred to anywhere"
 
 
 def _template_label(name: str) -> DashboardRule:
@@ -250,6 +271,64 @@ def panel_ids(dashboard: Mapping[str, Any]) -> Iterator[str]:
         seen.add(panel.get("id"))
 
 
+def panel_exemplars(dashboard: Mapping[str, Any]) -> Iterator[str]:
+    """Exemplars are asked for only where they can show: a range query (Grafana fetches none for an instant one) in a
+    panel that draws them, over counters or histogram buckets (the only series that carry them)."""
+    for query in queries(dashboard):
+        if not query.target.get("exemplar"):
+            continue
+        if query.instant:
+            yield f"{query.where}: exemplars are fetched for range queries only, and this one is instant"
+        if query.panel.get("type") not in EXEMPLAR_PANEL_TYPES:
+            yield f"{query.where}: a {query.panel.get('type')} panel draws no exemplars (only {sorted(EXEMPLAR_PANEL_TYPES)})"
+        try:
+            names = {metric_name(selector) for selector in selectors(parse(query.expr))}
+        except ValueError:
+            continue  # target-promql-rule reports it
+        for name in sorted(name for name in names if not name.endswith(EXEMPLAR_SUFFIXES)):
+            yield f"{query.where}: {name} carries no exemplars (only counters and histogram buckets do)"
+
+
+def _grouping_labels(panel: Mapping[str, Any]) -> set[str]:
+    """The labels every query of the panel keeps: those its outermost aggregation groups by."""
+    kept: set[str] = set()
+    for target in panel.get("targets", []):
+        try:
+            expr = parse(str(target.get("expr", "")))
+        except ValueError:
+            continue
+        outermost = next((node for node, _ in walk(expr) if isinstance(node, promql.AggregateExpr)), None)
+        if outermost is not None and outermost.modifier is not None and outermost.modifier.type == promql.AggModifierType.By:
+            kept |= set(outermost.modifier.labels)
+    return kept
+
+
+def panel_links(dashboard: Mapping[str, Any]) -> Iterator[str]:
+    """Data links have a title and a URL that is absolute (http(s), or a variable that holds one) or Grafana-relative
+    (/...), and every variable they use exists: the dashboard's, Grafana's, or a field the panel's rows have."""
+    defined = set(variables(dashboard)) | BUILTIN_VARIABLES | LINK_BUILTINS
+    for panel in panels(dashboard):
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        overridden = [
+            prop.get("value") or []
+            for override in panel.get("fieldConfig", {}).get("overrides", [])
+            for prop in override.get("properties", [])
+            if prop.get("id") == "links"
+        ]
+        fields = {f"__data.fields.{label}" for label in _grouping_labels(panel) | {"Value", "Time"}}
+        for link in [*defaults.get("links", []), *(link for links in overridden for link in links)]:
+            where = f"panel {panel.get('title')!r} link {link.get('title')!r}"
+            url = str(link.get("url", ""))
+            if not str(link.get("title", "")).strip():
+                yield f"panel {panel.get('title')!r} has a link without a title: {url}"
+            if not (url.startswith(("http://", "https://", "/")) or re.match(r"^\$\{\w+\}", url)):
+                yield f"{where}: the URL is neither absolute nor Grafana-relative: {url!r}"
+            for match in LINK_VARIABLE.finditer(f"{link.get('title', '')} {url}"):
+                name = variable_name(match)
+                if name not in defined and name not in fields:
+                    yield f"{where} refers to ${{{name}}}, which is neither a variable nor a field of the panel's rows"
+
+
 # --- target rules ----------------------------------------------------------------------------
 
 
@@ -307,6 +386,8 @@ DASHBOARD_RULES: dict[str, DashboardRule] = {
     "panel-title-description-rule": panel_title_description,
     "panel-units-rule": panel_units,
     "panel-id-rule": panel_ids,
+    "panel-exemplar-rule": panel_exemplars,
+    "panel-links-rule": panel_links,
 }
 TARGET_RULES: dict[str, TargetRule] = {
     "target-rate-interval-rule": target_rate_interval,
