@@ -22,7 +22,6 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.run_age import HISTOGRAM_BUCKETS
 from exporter.sinks.exemplars import RunExemplar
-from exporter.sinks.label_text import escape_label_value
 
 COUNTER = "inngest_function_cancellations"
 COUNTER_HELP = "Cancelled Inngest function runs, by function and inferred cancellation source."
@@ -34,6 +33,11 @@ UPPER_BOUNDS: tuple[float, ...] = (*HISTOGRAM_BUCKETS, math.inf)
 _LE = tuple(floatToGoString(bound) for bound in UPPER_BOUNDS)
 _NO_EXEMPLARS = ("",) * len(UPPER_BOUNDS)
 """What follows each bucket's value in the text format, which has no exemplars."""
+
+
+def escape_label_value(value: str) -> str:
+    """A label value as both formats quote it: backslash, newline and double quote escaped."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 class Series:

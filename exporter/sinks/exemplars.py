@@ -4,6 +4,12 @@ A panel's spike then leads to one cancelled run and its span (Grafana shows exem
 their `trace_id` to the tracing backend). The trace id is the span's own (`trace_id_for_run`),
 derived from the run id, so it is right whether or not spans are exported.
 
+The run id is named only when it is written as it is and fits: Prometheus (2.42) keeps an exemplar
+label value with its escapes (`\\"` stays two characters), and prometheus_client's parser fails on an
+escaped quote in one, while Prometheus fails a whole scrape on an exemplar it cannot parse. Inngest's
+run ids are ULIDs and always named; another sender's odd one is left out, and its trace id, which
+still finds the span naming the run, kept.
+
 An exemplar is kept as its facts and written when a scrape first needs it: counting stays
 cheap, and a series whose latest run did not change since the last scrape is not formatted again.
 """
@@ -14,7 +20,6 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from exporter.run_ids import trace_id_for_run
-from exporter.sinks.label_text import escape_label_value
 
 MAX_LABEL_RUNES = 128
 """OpenMetrics' limit on an exemplar's label names and values together, in code points; Prometheus drops longer ones."""
@@ -22,6 +27,14 @@ RUN_ID = "run_id"
 TRACE_ID = "trace_id"
 TRACE_ID_DIGITS = 32
 """A trace id's 128 bits in hex, as OpenTelemetry writes them."""
+_MAX_RUN_ID = MAX_LABEL_RUNES - len(RUN_ID) - len(TRACE_ID) - TRACE_ID_DIGITS
+_ESCAPED = ("\\", '"', "\n")
+"""What a label value escapes."""
+
+
+def names_run(run_id: str) -> bool:
+    """Whether an exemplar can name the run: its id needs no escaping and fits beside the trace id."""
+    return len(run_id) <= _MAX_RUN_ID and not any(char in run_id for char in _ESCAPED)
 
 
 class RunExemplar:
@@ -36,10 +49,9 @@ class RunExemplar:
         self._text: str | None = None
 
     def labels(self) -> dict[str, str]:
-        """`trace_id`, and `run_id` when both fit OpenMetrics' limit; a run id too long for it (Inngest's are 26
-        characters) is left out rather than cut, since the trace id alone still finds the span, which names the run."""
+        """`run_id` when it can be named, and `trace_id`."""
         trace_id = trace_id_for_run(self.run_id).hex()
-        return {RUN_ID: self.run_id, TRACE_ID: trace_id} if self._fits() else {TRACE_ID: trace_id}
+        return {RUN_ID: self.run_id, TRACE_ID: trace_id} if names_run(self.run_id) else {TRACE_ID: trace_id}
 
     def sample(self) -> Exemplar:
         """As prometheus_client's own samples carry it."""
@@ -49,11 +61,6 @@ class RunExemplar:
     def text(self) -> str:
         """What follows a sample's value in OpenMetrics, as prometheus_client writes it: ` # {labels} value timestamp`."""
         if self._text is None:  # two scrapes racing here write the same text
-            run_id = f'{RUN_ID}="{escape_label_value(self.run_id)}",' if self._fits() else ""
-            trace_id = trace_id_for_run(self.run_id).hex()
-            self._text = f' # {{{run_id}{TRACE_ID}="{trace_id}"}} {floatToGoString(self.value)} {self.timestamp}'
+            labels = ",".join(f'{name}="{value}"' for name, value in self.labels().items())  # nothing to escape
+            self._text = f" # {{{labels}}} {floatToGoString(self.value)} {self.timestamp}"
         return self._text
-
-    def _fits(self) -> bool:
-        """Whether the run id fits beside the trace id (32 hex digits) in the labels' 128 code points."""
-        return len(RUN_ID) + len(self.run_id) + len(TRACE_ID) + TRACE_ID_DIGITS <= MAX_LABEL_RUNES
