@@ -28,13 +28,11 @@ TRACE_ID = "trace_id"
 TRACE_ID_DIGITS = 32
 """A trace id's 128 bits in hex, as OpenTelemetry writes them."""
 _MAX_RUN_ID = MAX_LABEL_RUNES - len(RUN_ID) - len(TRACE_ID) - TRACE_ID_DIGITS
-_ESCAPED = ("\\", '"', "\n")
-"""What a label value escapes."""
 
 
 def names_run(run_id: str) -> bool:
-    """Whether an exemplar can name the run: its id needs no escaping and fits beside the trace id."""
-    return len(run_id) <= _MAX_RUN_ID and not any(char in run_id for char in _ESCAPED)
+    """Whether an exemplar can name the run: its id has nothing a label value escapes and fits beside the trace id."""
+    return len(run_id) <= _MAX_RUN_ID and not ("\\" in run_id or '"' in run_id or "\n" in run_id)
 
 
 class RunExemplar:
@@ -61,6 +59,7 @@ class RunExemplar:
     def text(self) -> str:
         """What follows a sample's value in OpenMetrics, as prometheus_client writes it: ` # {labels} value timestamp`."""
         if self._text is None:  # two scrapes racing here write the same text
-            labels = ",".join(f'{name}="{value}"' for name, value in self.labels().items())  # nothing to escape
-            self._text = f" # {{{labels}}} {floatToGoString(self.value)} {self.timestamp}"
+            run_id = f'{RUN_ID}="{self.run_id}",' if names_run(self.run_id) else ""  # nothing in it to escape
+            trace_id = trace_id_for_run(self.run_id).hex()
+            self._text = f' # {{{run_id}{TRACE_ID}="{trace_id}"}} {floatToGoString(self.value)} {self.timestamp}'
         return self._text
