@@ -9,6 +9,7 @@ by character in Python, and ran twice per cancellation (its age, its trace id).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -45,3 +46,15 @@ def received_ms(event_id: Any, ts_ms: int | None, now_ms: int) -> int:
     if received is not None:
         return received
     return now_ms if ts_ms is None else ts_ms
+
+
+def trace_id_for_run(run_id: str) -> bytes:
+    """The run id's 128 bits when it is a ULID (as Inngest's are), else the first 128 bits of its SHA-256.
+
+    Derived, not random, so every delivery of one run's cancellation lands in the same trace, and the
+    Prometheus series' exemplars name the span's trace without asking the span exporter (spans may be off).
+    """
+    bits = ulid_int(run_id)
+    if bits:  # not the all-zero ULID, which would be OpenTelemetry's invalid trace id
+        return bits.to_bytes(16, "big")
+    return hashlib.sha256(run_id.encode()).digest()[:16]

@@ -5,12 +5,14 @@ examples/config.yaml fed by `simulate` (every source, every function), its Datad
 and OTLP sinks on, a few refused requests, and Debian's Prometheus scraping every
 second and loading dashboards/rules.yml. Every panel target and every rule expression
 then goes through Prometheus's HTTP API with the dashboard variables substituted as
-Grafana substitutes them: no errors, and data in every panel.
+Grafana substitutes them: no errors, and data in every panel. The exemplars Prometheus keeps
+from the cancellation series lead to the runs and the spans the OTLP stand-in received for them.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +20,7 @@ from typing import Iterator
 import pytest
 import requests
 import yaml
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.dashboards import (
@@ -35,10 +38,12 @@ from tests.support.dashboards import (
     variable_values,
     variables,
 )
-from tests.support.demo_stack import DemoStack
+from tests.support.demo_stack import CANCELLATIONS, DemoStack
+from tests.support.exposition import Labels, samples, scrape
 from tests.support.prometheus_server import JOB, PrometheusError, Series
 
 SOURCES = {"event", "timeout", "bulk", "singleton", "manual", "unknown"}
+AGES = "inngest_function_cancelled_run_age_seconds"
 LONG_RUNNING = "newsletter-app-import-all-contacts"
 """The one simulated function whose runs outlive an hour: its finish timeout is 2 h."""
 
@@ -175,3 +180,44 @@ def test_every_rule_evaluates_in_prometheus(demo: Demo) -> None:
             firing.add(rule["name"])
     # the demo's Datadog stand-in rejects one event on purpose; nothing else is wrong
     assert firing == {"InngestCancellationExporterDatadogEventsGivenUp"}
+
+
+def test_each_cancellation_series_leads_to_its_latest_run_and_that_runs_span(demo: Demo) -> None:
+    """Prometheus keeps the exemplars it scrapes (OpenMetrics), each naming a run and the trace of the span the
+    collector received for that run; each series' latest is the run the exporter counted last in it."""
+    stack = demo.stack
+    exposed = exporter_exemplars(stack.exporter.url)
+    traces: dict[str, set[str]] = {}
+    for received in stack.collector.spans():
+        traces.setdefault(received.attributes["inngest.run.id"], set()).add(received.span.trace_id.hex())
+    for name in (CANCELLATIONS, f"{AGES}_bucket"):
+        found = stack.prometheus.exemplars(name, stack.started - 60, time.time())
+        latest: dict[Labels, tuple[float, dict[str, str]]] = {}
+        for series, exemplar in found:
+            labels = exemplar["labels"]
+            assert labels["trace_id"] in traces[labels["run_id"]], labels  # the trace of that very run's span
+            key = own_labels(series)
+            if key not in latest or exemplar["timestamp"] > latest[key][0]:
+                latest[key] = (exemplar["timestamp"], labels)
+        assert {key: labels for key, (_, labels) in latest.items()} == exposed[name]
+    counted = {own_labels(labels) for labels, _ in demo.exporter_samples(CANCELLATIONS)}
+    assert set(exposed[CANCELLATIONS]) == counted  # every series has one
+    aged = {own_labels(labels) for labels, _ in demo.exporter_samples(f"{AGES}_count")}
+    assert {tuple(pair for pair in key if pair[0] != "le") for key in exposed[f"{AGES}_bucket"]} == aged
+    dropped = samples(requests.get(f"{stack.prometheus.url}/metrics", timeout=5).text, "prometheus_tsdb_exemplar_out_of_order_exemplars_total")
+    assert set(dropped.values()) == {0.0}
+
+
+def exporter_exemplars(url: str) -> dict[str, dict[Labels, dict[str, str]]]:
+    """The exemplar on each sample of the exporter's OpenMetrics answer, by sample name and labels, as Prometheus reads it."""
+    exemplars: dict[str, dict[Labels, dict[str, str]]] = {}
+    for family in openmetrics_families(scrape(url, openmetrics=True).decode()):
+        for sample in family.samples:
+            if sample.exemplar:
+                exemplars.setdefault(sample.name, {})[own_labels(sample.labels)] = sample.exemplar.labels
+    return exemplars
+
+
+def own_labels(labels: dict[str, str]) -> Labels:
+    """A series' labels without those Prometheus adds (`__name__`, `job`, `instance`)."""
+    return tuple(sorted((k, v) for k, v in labels.items() if k not in ("__name__", "job", "instance")))

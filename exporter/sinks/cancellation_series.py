@@ -4,22 +4,24 @@ prometheus_client validates, sorts and escapes every label of every line on ever
 functions × 5 sources that is ~105,000 lines and over a second per scrape. Here a series' label text
 is escaped once, when the series is created, and a scrape only formats numbers. The text is what
 prometheus_client writes for the same observations, in the text format 0.0.4 and in OpenMetrics 1.0
-(tests/test_cancellation_series.py compares them).
+(tests/test_cancellation_series.py compares them), OpenMetrics' with each series' exemplars (`exemplars`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, NamedTuple
 
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
+from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.run_age import HISTOGRAM_BUCKETS
+from exporter.sinks.exemplars import RunExemplar
 
 COUNTER = "inngest_function_cancellations"
 COUNTER_HELP = "Cancelled Inngest function runs, by function and inferred cancellation source."
@@ -29,6 +31,8 @@ HISTOGRAM_HELP = "Age of cancelled runs (cancellation time minus scheduled time)
 
 UPPER_BOUNDS: tuple[float, ...] = (*HISTOGRAM_BUCKETS, math.inf)
 _LE = tuple(floatToGoString(bound) for bound in UPPER_BOUNDS)
+_NO_EXEMPLARS = ("",) * len(UPPER_BOUNDS)
+"""What follows each bucket's value in the text format, which has no exemplars."""
 
 
 def escape_label_value(value: str) -> str:
@@ -41,9 +45,16 @@ class Series:
 
     Emits from request and background threads update different series in parallel; a scrape reads
     each series once, so its buckets, count and sum always agree with each other.
+
+    Its exemplars are those prometheus_client keeps: the counter's latest run, and each bucket's
+    latest run observed in it (not cumulative), so a series holds at most one per bucket plus one.
+    Like the counts, they live only in memory and start again empty when the exporter does.
     """
 
-    __slots__ = ("labels", "label_text", "bucket_open", "bucket_close", "_lock", "_cancellations", "_buckets", "_age_sum")
+    __slots__ = (
+        "labels", "label_text", "bucket_open", "bucket_close", "_lock", "_cancellations", "_buckets", "_age_sum",
+        "_counted", "_observed",
+    )
 
     def __init__(self, labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
@@ -56,20 +67,42 @@ class Series:
         self._cancellations = 0
         self._buckets = [0] * len(UPPER_BOUNDS)
         self._age_sum = 0.0
+        self._counted: RunExemplar | None = None
+        self._observed: list[RunExemplar | None] = [None] * len(UPPER_BOUNDS)
 
-    def observe(self, age_seconds: float | None) -> None:
-        """One cancellation, and its run age when it has one (a run without an age is only counted)."""
+    def observe(self, run_id: str, age_seconds: float | None) -> None:
+        """One cancelled run, and its age when it has one (a run without an age is only counted)."""
         with self._lock:
+            now = time.time()  # under the lock: a series' exemplars never go back in time, or Prometheus drops them
             self._cancellations += 1
+            self._counted = RunExemplar(run_id, 1.0, now)
             if age_seconds is not None:
                 # the first bound >= age, as prometheus_client's Histogram picks it
-                self._buckets[bisect_left(UPPER_BOUNDS, age_seconds)] += 1
+                bucket = bisect_left(UPPER_BOUNDS, age_seconds)
+                self._buckets[bucket] += 1
+                self._observed[bucket] = RunExemplar(run_id, age_seconds, now)
                 self._age_sum += age_seconds
 
-    def read(self) -> tuple[int, list[int], float]:
-        """Cancellations, cumulative bucket counts (the last is the age count) and the age sum, read together."""
+    def read(self) -> Reading:
+        """Its numbers and exemplars, read together."""
         with self._lock:
-            return self._cancellations, list(accumulate(self._buckets)), self._age_sum
+            return Reading(
+                self, self._cancellations, list(accumulate(self._buckets)), self._age_sum, self._counted, list(self._observed)
+            )
+
+
+class Reading(NamedTuple):
+    """One series' numbers and exemplars at one moment."""
+
+    series: Series
+    cancellations: int
+    buckets: list[int]
+    """Cumulative bucket counts; the last is the age count."""
+    age_sum: float
+    counted: RunExemplar | None
+    """The latest run counted."""
+    observed: list[RunExemplar | None]
+    """Each bucket's latest run, not cumulative: where the run's age fell."""
 
 
 class CancellationSeries:
@@ -101,42 +134,54 @@ class CancellationSeries:
         yield SeriesFamily(COUNTER, COUNTER_HELP, "counter", self._counter_lines, self._counter_samples)
         yield SeriesFamily(HISTOGRAM, HISTOGRAM_HELP, "histogram", self._histogram_lines, self._histogram_samples)
 
-    def _readings(self) -> Iterator[tuple[Series, int, list[int], float]]:
-        """Each series with one reading of its numbers; a series created after the list is copied waits for the next scrape."""
+    def _readings(self) -> Iterator[Reading]:
+        """One reading of each series; a series created after the list is copied waits for the next scrape."""
         with self._lock:
             every = list(self._series.values())
         for series in every:
-            yield (series, *series.read())
+            yield series.read()
 
-    def _histogram_readings(self) -> Iterator[tuple[Series, list[int], float]]:
+    def _histogram_readings(self) -> Iterator[Reading]:
         """The readings of series with an age; one counted but never with an age has no histogram yet,
         as prometheus_client had no histogram child for it."""
-        for series, _, buckets, age_sum in self._readings():
-            if buckets[-1]:
-                yield series, buckets, age_sum
+        for reading in self._readings():
+            if reading.buckets[-1]:
+                yield reading
 
-    def _counter_lines(self) -> Iterator[str]:
-        for series, cancellations, _, _ in self._readings():
-            yield f"{COUNTER}_total{series.label_text} {floatToGoString(cancellations)}\n"
+    def _counter_lines(self, openmetrics: bool) -> Iterator[str]:
+        for series, cancellations, _, _, counted, _ in self._readings():
+            exemplar = counted.text if openmetrics and counted else ""
+            yield f"{COUNTER}_total{series.label_text} {floatToGoString(cancellations)}{exemplar}\n"
 
-    def _histogram_lines(self) -> Iterator[str]:
-        for series, buckets, age_sum in self._histogram_readings():
+    def _histogram_lines(self, openmetrics: bool) -> Iterator[str]:
+        for series, _, buckets, age_sum, _, observed in self._histogram_readings():
             opening, closing = f"{HISTOGRAM}_bucket{series.bucket_open}", series.bucket_close
-            for le, cumulative in zip(_LE, buckets):
-                yield f"{opening}{le}{closing}{floatToGoString(cumulative)}\n"
+            exemplars = [e.text if e else "" for e in observed] if openmetrics else _NO_EXEMPLARS
+            for le, cumulative, exemplar in zip(_LE, buckets, exemplars):
+                yield f"{opening}{le}{closing}{floatToGoString(cumulative)}{exemplar}\n"
             yield f"{HISTOGRAM}_count{series.label_text} {floatToGoString(buckets[-1])}\n"
             yield f"{HISTOGRAM}_sum{series.label_text} {floatToGoString(age_sum)}\n"
 
     def _counter_samples(self) -> list[Sample]:
-        return [Sample(f"{COUNTER}_total", dict(series.labels), float(cancellations)) for series, cancellations, _, _ in self._readings()]
+        return [
+            Sample(f"{COUNTER}_total", dict(series.labels), float(cancellations), None, _sample(counted))
+            for series, cancellations, _, _, counted, _ in self._readings()
+        ]
 
     def _histogram_samples(self) -> list[Sample]:
         samples = []
-        for series, buckets, age_sum in self._histogram_readings():
-            samples += [Sample(f"{HISTOGRAM}_bucket", {**series.labels, "le": le}, float(n)) for le, n in zip(_LE, buckets)]
+        for series, _, buckets, age_sum, _, observed in self._histogram_readings():
+            samples += [
+                Sample(f"{HISTOGRAM}_bucket", {**series.labels, "le": le}, float(n), None, _sample(exemplar))
+                for le, n, exemplar in zip(_LE, buckets, observed)
+            ]
             samples.append(Sample(f"{HISTOGRAM}_count", dict(series.labels), float(buckets[-1])))
             samples.append(Sample(f"{HISTOGRAM}_sum", dict(series.labels), age_sum))
         return samples
+
+
+def _sample(exemplar: RunExemplar | None) -> Exemplar | None:
+    return exemplar.sample() if exemplar else None
 
 
 class SeriesFamily(Metric):
@@ -147,7 +192,7 @@ class SeriesFamily(Metric):
     and /metrics calls `exposition()` instead.
     """
 
-    def __init__(self, name: str, documentation: str, typ: str, lines: Callable[[], Iterator[str]], samples: Callable[[], list[Sample]]) -> None:
+    def __init__(self, name: str, documentation: str, typ: str, lines: Callable[[bool], Iterator[str]], samples: Callable[[], list[Sample]]) -> None:
         self._lines = lines
         self._samples = samples
         super().__init__(name, documentation, typ)
@@ -161,6 +206,7 @@ class SeriesFamily(Metric):
         """Metric.__init__ starts a family with no samples; this one's are always the series', so that is ignored."""
 
     def exposition(self, openmetrics: bool) -> str:
-        """The family's HELP, TYPE and sample lines; the formats differ only in a counter's name on the first two."""
+        """The family's HELP, TYPE and sample lines; the formats differ in a counter's name on the first two, and
+        only OpenMetrics has exemplars."""
         name = self.name if openmetrics or self.type != "counter" else f"{self.name}_total"
-        return "".join([f"# HELP {name} {self.documentation}\n# TYPE {name} {self.type}\n", *self._lines()])
+        return "".join([f"# HELP {name} {self.documentation}\n# TYPE {name} {self.type}\n", *self._lines(openmetrics)])

@@ -19,7 +19,6 @@ where the run is ingested; `encode` and `request` run in the span export process
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple, Sequence
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -35,8 +34,8 @@ from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
 from exporter.records import Classified, Source
+from exporter.run_ids import trace_id_for_run
 from exporter.run_links import RunLinks
-from exporter.run_ids import ulid_int
 
 SPAN_NAME = "inngest.function.cancelled"
 RUN_URL_ATTRIBUTE = "inngest.run.url"
@@ -46,17 +45,6 @@ SCOPE_NAME = "exporter.sinks.otel"
 
 _ALWAYS = (sampling.ALWAYS_ON, sampling.DEFAULT_ON)
 _NEVER = (sampling.ALWAYS_OFF, sampling.DEFAULT_OFF)
-
-
-def trace_id_for_run(run_id: str) -> bytes:
-    """The run id's 128 bits when it is a ULID (as Inngest's are), else the first 128 bits of its SHA-256.
-
-    Derived, not random, so every delivery of one run's cancellation lands in the same trace.
-    """
-    bits = ulid_int(run_id)
-    if bits:  # not the all-zero ULID, which would be OpenTelemetry's invalid trace id
-        return bits.to_bytes(16, "big")
-    return hashlib.sha256(run_id.encode()).digest()[:16]
 
 
 class SpanFacts(NamedTuple):

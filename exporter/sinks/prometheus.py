@@ -38,7 +38,8 @@ class FunctionIdGuard:
 
 
 class PrometheusSink:
-    """Counts every classified cancellation and observes its run age, in the series /metrics writes directly."""
+    """Counts every classified cancellation and observes its run age, in the series /metrics writes directly,
+    each series keeping its latest run as its exemplar."""
 
     def __init__(
         self, registry: CollectorRegistry, health: HealthMetrics, *, constant_labels: Mapping[str, str], max_functions: int
@@ -49,7 +50,8 @@ class PrometheusSink:
         registry.register(self._series)
 
     def emit(self, item: Classified) -> None:
-        function_id = self._guard.label(item.cancellation.function_id)
+        cancellation = item.cancellation
+        function_id = self._guard.label(cancellation.function_id)
         if function_id == OVERFLOW:
             self._health.function_id_overflow.inc()
-        self._series.series(function_id, item.source.value).observe(item.cancellation.age_seconds)
+        self._series.series(function_id, item.source.value).observe(cancellation.run_id, cancellation.age_seconds)

@@ -4,8 +4,8 @@ The dashboards proof (tests/test_prometheus_proof.py) and the README preview
 (scripts/render_dashboard_preview.py) both need what a user sees on day one: the
 real exporter fed by `simulate`, its Datadog and OTLP sinks on (stand-ins that
 accept, after a few scripted failures, so retries, give-ups and the outbox show),
-a few refused requests, and a real Prometheus that scrapes every second and loads
-dashboards/rules.yml. Nothing is mocked between the exporter and Prometheus.
+a few refused requests, and a real Prometheus that scrapes every second, keeps exemplars and
+loads dashboards/rules.yml. Nothing is mocked between the exporter and Prometheus.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class DemoStack:
         """Cancellations `simulate` sent so far, per intended source."""
         self._stack = ExitStack()
         self.exporter: ServeProcess
+        self.collector: OtlpHttpReceiver
+        """The OTLP receiver the exporter sends its spans to."""
         self.prometheus: PrometheusServer
         self.started = 0.0
         """Unix time when Prometheus was ready: the start of the dashboards' time range."""
@@ -57,7 +59,7 @@ class DemoStack:
         try:
             datadog = self._stack.enter_context(RecordingServer())
             datadog.script(server_error(), server_error(), bad_request())  # a retry or two, and one give-up
-            collector = self._stack.enter_context(OtlpHttpReceiver())
+            self.collector = self._stack.enter_context(OtlpHttpReceiver())
             self.exporter = ServeProcess(
                 self.workdir / "state",
                 {
@@ -66,7 +68,7 @@ class DemoStack:
                     "EXPORTER_RUN_LOOKUP_RATE": "200",  # the timed-out runs are looked up within the short grace period
                     "DD_API_KEY": "dd-demo-key",
                     "EXPORTER_DATADOG_URL": datadog.url,
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector.endpoint,
                     "OTEL_BSP_SCHEDULE_DELAY": "200",
                 },
                 ["--config", str(self.config)],
@@ -81,6 +83,7 @@ class DemoStack:
                 [self.exporter.url.removeprefix("http://")],
                 rule_files=[RULES_FILE],
                 scrape_interval=self.scrape_interval,
+                features=["exemplar-storage"],  # as a user's Prometheus must run to keep the runs behind the counts
             ).start()
             self._stack.callback(self.prometheus.stop)
             # Prometheus scrapes a new target only after its discovery settles (about 5 s): the dashboards'

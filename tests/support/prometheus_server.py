@@ -56,8 +56,10 @@ class PrometheusServer:
         rule_files: Sequence[Path] = (),
         scrape_interval: float = 1.0,
         scrape_configs: Sequence[dict[str, Any]] | None = None,
+        features: Sequence[str] = (),
     ) -> None:
-        """`scrape_configs`, when given, replaces the one job scraping `targets` (a user's own scrape jobs)."""
+        """`scrape_configs`, when given, replaces the one job scraping `targets` (a user's own scrape jobs);
+        `features` are `--enable-feature` names (`exemplar-storage`: keep the exemplars it scrapes)."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,6 +68,7 @@ class PrometheusServer:
         self._targets = list(targets)
         self._rule_files = [str(path.resolve()) for path in rule_files]
         self._scrape_configs = list(scrape_configs or [{"job_name": JOB, "static_configs": [{"targets": self._targets}]}])
+        self._features = list(features)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> Path:
@@ -87,6 +90,7 @@ class PrometheusServer:
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
+            *(f"--enable-feature={feature}" for feature in self._features),
         ]
         log = open(self.log_path, "ab")
         try:
@@ -153,6 +157,12 @@ class PrometheusServer:
     def label_values(self, label: str, match: str) -> list[str]:
         """What Grafana's `label_values(match, label)` variable query lists."""
         return list(self.api(f"label/{label}/values", **{"match[]": match}))
+
+    def exemplars(self, expr: str, start: float, end: float) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        """Every exemplar of the series `expr` selects in [start, end], each with its series' labels:
+        {"labels": ..., "value": "...", "timestamp": seconds}, as Grafana reads them."""
+        data = self.api("query_exemplars", query=expr, start=start, end=end)
+        return [(dict(series["seriesLabels"]), exemplar) for series in data for exemplar in series["exemplars"]]
 
     def rules(self) -> list[dict[str, Any]]:
         """Every loaded rule with its evaluation health (`ok`, `err`, `unknown`) and last error."""
