@@ -67,7 +67,8 @@ def _text(value: Any, index: int | None, key: str, *, required: bool, max_length
 def _epoch_ms(value: Any, index: int | None, key: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # an int is finite however large (math.isfinite would overflow on it); the range check below refuses it
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
         raise InvalidInput(f"{_where(index, key)}: expected epoch milliseconds (a finite number), got {_type_name(value)}")
     if not 0 <= value < 2**53:
         raise InvalidInput(f"{_where(index, key)}: epoch milliseconds out of range")
