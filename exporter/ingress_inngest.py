@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 import inngest
 import pydantic
 from flask import Flask, Response, jsonify, request
+from werkzeug.datastructures import EnvironHeaders
 
 from exporter import inngest_sdk, signature
 from exporter.core_api import Core
@@ -263,18 +264,13 @@ class _FastLane:
         environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         screened = _screen(
-            self._exporter.settings, self._functions(), "POST", lambda name: environ.get(_environ_key(name)),
+            self._exporter.settings, self._functions(), "POST", EnvironHeaders(environ).get,
             lambda name: query.get(name, [None])[0], lambda: body,
         )
         if isinstance(screened, _Call):
             return _answer(self._exporter, self._invoke, screened)(environ, start_response)
         environ[SCREENED] = screened
         return self._wsgi_app(environ, start_response)
-
-
-def _environ_key(header: str) -> str:
-    """Where WSGI keeps a request header."""
-    return "HTTP_" + header.upper().replace("-", "_")
 
 
 def _summary(err: Exception) -> str:
