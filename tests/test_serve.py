@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.cli import main
 from tests.conftest import ServeProcess, free_port
 from tests.support.payloads import INGEST_TOKEN, REPO, fixture_event
+from tests.support.sockets import unread_by_server
 from tests.support.waiting import eventually
 
 AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"}
@@ -49,18 +49,26 @@ def test_redelivery_after_a_restart_is_recognised(serve: Callable[..., ServeProc
 
 
 def test_sigterm_lets_in_flight_requests_finish(serve: Callable[..., ServeProcess]) -> None:
+    """A request the worker is reading when SIGTERM arrives is answered in full before the process exits."""
     proc = serve()
-    batch = [
-        {**fixture_event("seed-cancelled-export.json"), "data": {**fixture_event("seed-cancelled-export.json")["data"], "run_id": f"run-{i}"}}
-        for i in range(3000)
-    ]
-    results: list[requests.Response] = []
-    sender = threading.Thread(target=lambda: results.append(send(proc, batch)))
-    sender.start()
-    threading.Event().wait(0.05)
+    event = fixture_event("seed-cancelled-export.json")
+    body = json.dumps([{**event, "data": {**event["data"], "run_id": f"run-{i}"}} for i in range(3000)]).encode()
+    head = (
+        f"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=30) as client:
+        client.sendall(head + body[:1000])
+        # In flight: the worker accepted the connection and read all that was sent (it waits for the rest).
+        eventually(lambda: unread_by_server(proc.port, client.getsockname()[1]) == 0)
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        client.sendall(body[1000:])
+        answer = b"".join(iter(lambda: client.recv(65536), b""))
     assert proc.stop(signal.SIGTERM) == 0
-    sender.join()
-    assert results[0].status_code == 200 and results[0].json()["accepted"] == 3000
+    status, _, payload = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), answer[:500]
+    assert json.loads(payload)["accepted"] == 3000
     assert "Traceback" not in proc.log()
 
 
