@@ -705,6 +705,7 @@ def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventT
         runs, api.runs = sources.runs(template, functions, now_ms)
         env = _server_env(
             standins, standins.urls.datadog, INNGEST_API_BASE_URL=api.url, EXPORTER_ATTRIBUTION_GRACE=sources.GRACE,
+            EXPORTER_RUN_LOOKUP_RATE=sources.LOOKUP_RATE,
         )
         with serving(root, "metrics", env, sources.config(functions)) as proc:
             eventually(lambda: (proc.metric("inngest_cancellation_exporter_bulk_last_success_timestamp_seconds") or 0) * 1000 >= now_ms, 30)
@@ -716,9 +717,13 @@ def measure_metrics(plan: Plan, root: Path, standins: Standins, template: EventT
                 _post_batch(session, proc, chunk)
             expected = functions * len(sources.RUNS)
             try:
-                eventually(lambda: _series_count(proc) >= expected, 120)
+                eventually(lambda: sum(_series_by_source(proc).values()) >= expected, 120)
             except AssertionError:
-                raise Problem(f"/metrics: {_series_count(proc)} function × source series, expected {expected}") from None
+                found = _series_by_source(proc)
+                raise Problem(
+                    f"/metrics: {sum(found.values())} function × source series, expected {expected} "
+                    f"({', '.join(f'{source} {count}' for source, count in sorted(found.items()))})"
+                ) from None
             with profiler.sampling("metrics", proc):
                 timings = _time_metrics(proc, plan.metrics_samples)
     figure = _metrics_figure("metrics", f"7. GET /metrics, {functions:,} functions × every source", timings)
@@ -738,15 +743,15 @@ def _post_batch(session: requests.Session, proc: ServeProcess, events: Sequence[
         raise Problem(f"POST /events: {response.status_code} {response.text[:200]}")
 
 
-def _series_count(proc: ServeProcess) -> int:
-    """Distinct (function_id, source) pairs counted in inngest_function_cancellations_total."""
+def _series_by_source(proc: ServeProcess) -> Tally[str]:
+    """Per source, the functions counted in inngest_function_cancellations_total (distinct function × source pairs)."""
     text = requests.get(f"{proc.url}/metrics", timeout=30).text
     pairs = {
         (sample.labels["function_id"], sample.labels["source"])
         for family in text_string_to_metric_families(text) if family.name == "inngest_function_cancellations"
         for sample in family.samples if sample.name.endswith("_total")
     }
-    return len(pairs)
+    return Tally(source for _, source in pairs)
 
 
 def _time_metrics(proc: ServeProcess, samples: int) -> dict[str, Any]:

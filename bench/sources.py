@@ -44,9 +44,12 @@ BULK_WINDOW = (31 * HOUR, 29 * HOUR + 42 * MINUTE)
 """started_after and started_before, before T."""
 BULK_CREATED_BEFORE = 29 * HOUR + 36 * MINUTE
 POLL_INTERVAL = "1s"
-GRACE = "10s"
+GRACE = "60s"
 """EXPORTER_ATTRIBUTION_GRACE: held runs (timeout, bulk, manual) are emitted this long after they arrive; the runs
-looked up (two a function) are all answered within it."""
+looked up (two a function, about 100 a second against the stand-in API) are all answered within it."""
+LOOKUP_RATE = "500"
+"""EXPORTER_RUN_LOOKUP_RATE: the default (10 a second, kind to Inngest's API) would take 200 s for 1,000 functions'
+two lookups, so most would still wait when the grace period ends and their runs be emitted as `unknown`."""
 LOOKED_UP = (Source.UNKNOWN, Source.TIMEOUT)
 """The runs whose age is past the finish timeout: the exporter asks when they started."""
 
