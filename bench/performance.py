@@ -75,7 +75,7 @@ from exporter.core import Exporter
 from exporter.parsing import CANCELLED
 from exporter.run_age import HISTOGRAM_BUCKETS
 from exporter.settings import load_settings
-from tests.conftest import ServeProcess, free_port
+from tests.conftest import NO_API, ServeProcess, free_port
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
 from tests.support.payloads import INGEST_TOKEN, REPO, SIGNING_KEY
@@ -86,6 +86,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "performance.json"
 PROFILES = RESULTS.parent / "profiles"
 REPRODUCE = ".venv/bin/python -m bench.performance"
 RECEIVED = "inngest_cancellation_exporter_events_received_total"
+PENDING = "inngest_cancellation_exporter_pending_classifications"
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,"
     "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
@@ -146,25 +147,17 @@ class Problem(Exception):
 # Servers and what they report
 
 
-HELD_THROUGH_THE_RUN = "1h"
-"""EXPORTER_ATTRIBUTION_GRACE of the ingestion figures. Runs old enough for a timeout (about half the workload's)
-await a run lookup, and Inngest's API allows about ten a second (EXPORTER_RUN_LOOKUP_RATE): the rest are held,
-as in production, until their grace period ends. With the default two minutes, the runs held during one figure
-would all be decided, and sent to every sink, in a burst during a later one; held through the benchmark, each
-figure measures its own runs: their ingestion, holding and lookups, and the sinks for the runs decided at once."""
-
-
 def _server_env(standins: Standins, datadog_url: str, **extra: str) -> dict[str, str]:
-    """Every sink on: Datadog at `datadog_url`, spans to the stand-in collector, run lookups answered by the
-    stand-in for Inngest's API."""
+    """Every sink on: Datadog at `datadog_url`, spans to the stand-in collector. The ingestion figures ask nothing of
+    Inngest's API (no run admits a timeout, no bulk polling, the config declares every function), so it is a closed
+    port, as in the test suite: a request to it would fail at once, never leave the machine."""
     return {
         "DD_API_KEY": "bench-datadog-key",
         "EXPORTER_DATADOG_URL": datadog_url,
         "OTEL_EXPORTER_OTLP_ENDPOINT": standins.urls.otlp,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "INNGEST_API_BASE_URL": standins.urls.inngest_api,
-        "EXPORTER_ATTRIBUTION_GRACE": HELD_THROUGH_THE_RUN,
-        "EXPORTER_DISCOVERY": "off",  # the config declares every function
+        "INNGEST_API_BASE_URL": NO_API,
+        "EXPORTER_DISCOVERY": "off",
         **extra,
     }
 
@@ -209,10 +202,14 @@ def check_wrk(result: WrkResult, what: str) -> None:
 
 
 def check_accepted(proc: ServeProcess, ingress: str, before: int, expected_at_least: int, what: str) -> int:
-    """The runs accepted since `before`; Problem when fewer than the answered requests carried (all are new runs)."""
+    """The runs accepted since `before`; Problem when fewer than the answered requests carried (all are new runs), or
+    when a run is held for evidence instead of decided, and sent to every sink, as it was recorded."""
     accepted = counted(proc, ingress) - before
     if accepted < expected_at_least:
         raise Problem(f"{what}: {expected_at_least} new runs answered but only {accepted} accepted")
+    held = proc.metric(PENDING)
+    if held:
+        raise Problem(f"{what}: {held:.0f} runs held for evidence: the figure would not include their sinks")
     return accepted
 
 

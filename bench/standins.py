@@ -1,5 +1,5 @@
-"""The exporter's remote peers during the benchmark, in a process of their own: Datadog (healthy or hanging), an OTLP
-collector and Inngest's REST API (run lookups).
+"""The exporter's remote peers during the benchmark, in a process of their own: Datadog (healthy or hanging) and an
+OTLP collector.
 
 They are the test suite's stand-ins (tests.support), told to keep only counts:
 a benchmark sends them hundreds of thousands of events. Running them in their own
@@ -14,21 +14,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
-import ulid
-
-from tests.support.fake_inngest_api import FakeInngestApi, RunRecord
 from tests.support.otlp_receiver import OtlpHttpReceiver
-from tests.support.payloads import REPO, SIGNING_KEY
+from tests.support.payloads import REPO
 from tests.support.recording_server import RecordingServer, hang
 
 HANG_SECONDS = 3600.0
 HANGS = 10_000
-STARTED_AFTER_MS = 150
 """Scripted hangs: every request hangs, as the sender makes one attempt per timeout plus backoff (a handful a minute)."""
 
 
@@ -40,8 +35,6 @@ class StandinUrls:
     """Answers no request (for an hour, far past the exporter's request timeout)."""
     otlp: str
     """OTLP/HTTP collector accepting every span."""
-    inngest_api: str
-    """Inngest's REST API, answering every run lookup: each run started a moment after it was scheduled."""
 
 
 class Standins:
@@ -69,21 +62,6 @@ class Standins:
         self._proc.wait(timeout=30)
 
 
-class EveryRunStarted(Mapping[str, RunRecord]):
-    """Every run the benchmark cancels, as Inngest's API tells it: started STARTED_AFTER_MS after it was scheduled
-    (its run id's time), so its lookup decides at once whether a timeout may have ended it."""
-
-    def __getitem__(self, run_id: str) -> RunRecord:
-        scheduled_ms = ulid.ULID.from_str(run_id).milliseconds
-        return RunRecord(scheduled_ms, scheduled_ms + STARTED_AFTER_MS, int(time.time() * 1000))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
 def _serve() -> Iterator[str]:
     """Runs the stand-ins; yields each line of output (the URLs, then answers to `stats`)."""
     with ExitStack() as stack:
@@ -91,9 +69,7 @@ def _serve() -> Iterator[str]:
         hanging = stack.enter_context(RecordingServer(keep_requests=False))
         hanging.script(*[hang(HANG_SECONDS)] * HANGS)
         collector = stack.enter_context(OtlpHttpReceiver(keep_spans=False))
-        api = stack.enter_context(FakeInngestApi(SIGNING_KEY, keep_requests=False))
-        api.runs = EveryRunStarted()
-        urls = StandinUrls(datadog=healthy.url, datadog_hanging=hanging.url, otlp=collector.endpoint, inngest_api=api.url)
+        urls = StandinUrls(datadog=healthy.url, datadog_hanging=hanging.url, otlp=collector.endpoint)
         yield json.dumps(urls.__dict__)
         for command in sys.stdin:
             if command.strip() == "stats":
@@ -101,7 +77,6 @@ def _serve() -> Iterator[str]:
                     "datadog_requests": healthy.received,
                     "datadog_hanging_requests": hanging.received,
                     "otlp_spans": collector.accepted_spans,
-                    "inngest_api_requests": api.received,
                 }
                 yield json.dumps(counts)
 

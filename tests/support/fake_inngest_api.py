@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import ulid
@@ -176,15 +176,15 @@ class FakeInngestApi(RecordingServer):
     Requests are recorded, and awaited, as by the Datadog stand-in it extends.
     """
 
-    def __init__(self, *keys: str, keep_requests: bool = True) -> None:
-        super().__init__(keep_requests=keep_requests)
+    def __init__(self, *keys: str) -> None:
+        super().__init__()
         self.keys = set(keys)
         self.cancellations: list[Any] = []
         self.shape = "data"
         self.page_size: int | None = None
         self.cursor_place = "cursor"
         self.mode = Mode.LIST
-        self.runs: Mapping[str, RunRecord] = {}
+        self.runs: dict[str, RunRecord] = {}
         self.run_shape: RunShape = "server"
         self.runs_mode = Mode.LIST
 
