@@ -5,29 +5,33 @@ The README shows what the dashboard looks like; a screenshot of a hand-made Graf
 would drift from the JSON. This draws the dashboard's own panel queries instead: it
 starts the real exporter with examples/config.yaml, drives it with `simulate` in a
 few waves of different rates, lets Debian's Prometheus scrape it (the same stack as
-tests/test_prometheus_proof.py), runs each panel's query as Grafana would, and plots
-the answers with matplotlib.
+tests/test_prometheus_proof.py, exemplar storage on), runs each panel's query as Grafana
+would, asks for the exemplars of the panels that show them, and plots the answers with
+matplotlib.
 
     .venv/bin/pip install -e '.[preview]'
-    .venv/bin/python scripts/render_dashboard_preview.py            # writes docs/cancellations-dashboard.png
+    .venv/bin/python scripts/render_dashboard_preview.py   # writes docs/cancellations-dashboard.png, docs/run-age-exemplars.png
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.dashboards import (  # noqa: E402
     CANCELLATIONS_UID,
+    Query,
     builtin_values,
     evaluate,
+    interpolate,
     queries,
     shipped,
     variable_values,
@@ -45,21 +49,44 @@ SOURCE_COLOURS = {
 }
 
 
-def panel_series(stack: DemoStack, end: float, title: str, max_data_points: int) -> list[tuple[str, list[Series]]]:
-    """Each target of the panel titled `title` with its legend, evaluated as Grafana would with every variable at All."""
+class Exemplar(NamedTuple):
+    """One exemplar as Grafana draws it: where (seconds into the run, its value) and what hovering it shows."""
+
+    at: float
+    value: float
+    labels: dict[str, str]
+    """The series' labels and the exemplar's own (trace_id, run_id)."""
+
+
+class Panel(NamedTuple):
+    found: list[tuple[str, list[Series]]]
+    """Each target's legend and series."""
+    exemplars: list[Exemplar]
+    """The exemplars of the targets that ask for them (`"exemplar": true`)."""
+
+
+def panel_data(stack: DemoStack, end: float, title: str, max_data_points: int) -> Panel:
+    """The panel titled `title`, run as Grafana would with every variable at All: its series and its exemplars."""
     dashboard = shipped()[CANCELLATIONS_UID]
     values = {
         **variable_values(dashboard, {}),
         **builtin_values(stack.started, end, stack.scrape_interval, max_data_points),
     }
-    found = [
-        (str(q.target.get("legendFormat", "")), evaluate(stack.prometheus, q, values, stack.started, end))
-        for q in queries(dashboard)
-        if q.panel["title"] == title
-    ]
-    if not found:
+    targets: list[Query] = [q for q in queries(dashboard) if q.panel["title"] == title]
+    if not targets:
         raise SystemExit(f"the cancellations dashboard has no panel {title!r}")
-    return found
+    return Panel(
+        [(str(q.target.get("legendFormat", "")), evaluate(stack.prometheus, q, values, stack.started, end)) for q in targets],
+        [
+            _exemplar(stack.started, series, exemplar)
+            for q in targets if q.target.get("exemplar")
+            for series, exemplar in stack.prometheus.exemplars(interpolate(q.expr, values), stack.started, end)
+        ],
+    )
+
+
+def _exemplar(start: float, series: dict[str, str], exemplar: dict[str, Any]) -> Exemplar:
+    return Exemplar(float(exemplar["timestamp"]) - start, float(exemplar["value"]), {**series, **exemplar["labels"]})
 
 
 def legend(template: str, labels: dict[str, str]) -> str:
@@ -79,16 +106,21 @@ def aligned(start: float, series: list[Series]) -> tuple[list[float], list[list[
     return [t - start for t in steps], [[v.get(t, 0.0) for t in steps] for v in values]
 
 
-def draw_rate_by(label: str) -> Callable[[Axes, list[tuple[str, list[Series]]], float], None]:
-    """A time series panel of one series per `label` value, stacked for sources as the dashboard stacks them."""
+def draw_rate_by(label: str) -> Callable[[Axes, Panel, float], None]:
+    """A time series panel of one series per `label` value, stacked for sources as the dashboard stacks them; its
+    exemplars as Grafana draws them on a time series, at their value (1: one run) in their series' colour."""
 
-    def draw(ax: Axes, found: list[tuple[str, list[Series]]], start: float) -> None:
-        ((template, series),) = found
+    def draw(ax: Axes, panel: Panel, start: float) -> None:
+        ((template, series),) = panel.found
         series = sorted(series, key=lambda s: s.labels.get(label, ""))
         if label == "source":
             times, stacks = aligned(start, series)
             colours = [SOURCE_COLOURS.get(s.labels["source"], "#888888") for s in series]
             ax.stackplot(times, *stacks, labels=[legend(template, s.labels) for s in series], colors=colours, alpha=0.8)
+            for source in sorted({e.labels.get("source", "") for e in panel.exemplars}):
+                mine = [e for e in panel.exemplars if e.labels.get("source") == source]
+                ax.scatter([e.at for e in mine], [e.value for e in mine], marker="*", s=40, zorder=3,
+                           color=SOURCE_COLOURS.get(source, "#888888"), edgecolors="black", linewidths=0.4)
         else:
             for s in series:
                 ax.plot(*seconds_since(start, s.samples), label=legend(template, s.labels), linewidth=1.2)
@@ -99,16 +131,16 @@ def draw_rate_by(label: str) -> Callable[[Axes, list[tuple[str, list[Series]]], 
     return draw
 
 
-def draw_top(ax: Axes, found: list[tuple[str, list[Series]]], start: float) -> None:
-    ((template, series),) = found
+def draw_top(ax: Axes, panel: Panel, start: float) -> None:
+    ((template, series),) = panel.found
     series = sorted(series, key=lambda s: s.samples[-1][1])
     ax.barh([legend(template, s.labels) for s in series], [s.samples[-1][1] for s in series], color="#5794F2")
     ax.tick_params(axis="y", labelsize=6)
     ax.set_xlabel("cancellations in range")
 
 
-def draw_share(ax: Axes, found: list[tuple[str, list[Series]]], start: float) -> None:
-    ((template, series),) = found
+def draw_share(ax: Axes, panel: Panel, start: float) -> None:
+    ((template, series),) = panel.found
     series = sorted(series, key=lambda s: s.labels["source"])
     ax.pie(
         [s.samples[-1][1] for s in series],
@@ -118,9 +150,10 @@ def draw_share(ax: Axes, found: list[tuple[str, list[Series]]], start: float) ->
     )
 
 
-def draw_heatmap(ax: Axes, found: list[tuple[str, list[Series]]], start: float) -> None:
-    """Grafana's "heatmap" format: cumulative `le` buckets turned into per-bucket rates."""
-    ((_, series),) = found
+def draw_heatmap(ax: Axes, panel: Panel, start: float) -> None:
+    """Grafana's "heatmap" format: cumulative `le` buckets turned into per-bucket rates; each exemplar in the row of
+    the bucket its run's age falls in, the latest shown as hovering it shows it."""
+    ((_, series),) = panel.found
     by_bound = sorted(series, key=lambda s: float(s.labels["le"]))
     bounds = [float(s.labels["le"]) for s in by_bound]
     times, cumulative = aligned(start, by_bound)
@@ -131,10 +164,29 @@ def draw_heatmap(ax: Axes, found: list[tuple[str, list[Series]]], start: float) 
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.set_xlabel("seconds")
     ax.set_ylabel("run age (≤)")
+    rows_of = [bisect.bisect_left(bounds, e.value) for e in panel.exemplars]
+    ax.scatter([e.at for e in panel.exemplars], rows_of, marker="*", s=40, zorder=3,
+               color=[SOURCE_COLOURS.get(e.labels.get("source", ""), "#888888") for e in panel.exemplars],
+               edgecolors="black", linewidths=0.4)
+    sources = sorted({e.labels.get("source", "") for e in panel.exemplars})
+    ax.legend(
+        handles=[ax.scatter([], [], marker="*", s=40, color=SOURCE_COLOURS.get(source, "#888888"), label=source) for source in sources],
+        fontsize=6, loc="upper right", title="exemplar source", title_fontsize=6,
+    )
+    if panel.exemplars:
+        row, latest = max(zip(rows_of, panel.exemplars), key=lambda pair: pair[1].at)
+        shown = ("function_id", "source", "run_id", "trace_id")
+        ax.annotate(
+            "\n".join(f"{name}: {latest.labels[name]}" for name in shown if name in latest.labels)
+            + f"\nrun age: {latest.value:,.0f} s",
+            xy=(latest.at, row), xytext=(0.03, 0.97), textcoords="axes fraction", va="top", fontsize=6.5,
+            family="monospace", bbox={"boxstyle": "round", "fc": "white", "alpha": 0.9},
+            arrowprops={"arrowstyle": "->", "lw": 0.8},
+        )
 
 
-def draw_percentiles(ax: Axes, found: list[tuple[str, list[Series]]], start: float) -> None:
-    for template, series in found:
+def draw_percentiles(ax: Axes, panel: Panel, start: float) -> None:
+    for template, series in panel.found:
         for s in series:
             points = [(t, v) for t, v in s.samples if math.isfinite(v)]
             ax.plot(*seconds_since(start, points), label=legend(template, s.labels), linewidth=1.2)
@@ -153,7 +205,7 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-PANELS: list[tuple[str, Callable[[Axes, list[tuple[str, list[Series]]], float], None]]] = [
+PANELS: list[tuple[str, Callable[[Axes, Panel, float], None]]] = [
     ("Cancellation rate by function", draw_rate_by("function_id")),
     ("Cancellation rate by source", draw_rate_by("source")),
     ("Top functions", draw_top),
@@ -163,31 +215,45 @@ PANELS: list[tuple[str, Callable[[Axes, list[tuple[str, list[Series]]], float], 
 ]
 
 
-def render(stack: DemoStack, end: float, output: Path, max_data_points: int) -> None:
+CLOSE_UP = "Run age at cancellation"
+"""The panel drawn again on its own, larger, for the README's section on exemplars."""
+
+
+def render(stack: DemoStack, end: float, output: Path, close_up: Path, max_data_points: int) -> None:
+    """The dashboard's main panels into `output`; the CLOSE_UP panel alone into `close_up`."""
     import matplotlib  # only here: the `preview` extra, which the tests (they check PANELS) do without
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data = {title: panel_data(stack, end, title, max_data_points) for title, _ in PANELS}
+    sent = sum(stack.sent.values())
+    about = f"its queries on a real Prometheus, {sent} cancellations from `simulate` over {int(end - stack.started)} s"
     figure, axes = plt.subplots(3, 2, figsize=(14, 13))
     for ax, (title, draw) in zip(axes.flat, PANELS):
-        draw(ax, panel_series(stack, end, title, max_data_points), stack.started)
+        draw(ax, data[title], stack.started)
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
-    sent = sum(stack.sent.values())
-    figure.suptitle(
-        f"Inngest cancellations dashboard (uid {CANCELLATIONS_UID}): its panel queries on a real Prometheus, "
-        f"{sent} cancellations from `simulate` over {int(end - stack.started)} s",
-        fontsize=11,
-    )
+    figure.suptitle(f"Inngest cancellations dashboard (uid {CANCELLATIONS_UID}): {about}; stars: exemplars, single runs", fontsize=11)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=90)
+    _save(figure, output)
+    figure, ax = plt.subplots(figsize=(10, 4.6))
+    dict(PANELS)[CLOSE_UP](ax, data[CLOSE_UP], stack.started)
+    ax.set_title(f"{CLOSE_UP}: each star is an exemplar, one cancelled run, coloured by source\n({about})", fontsize=9, loc="left")
+    figure.tight_layout()
+    _save(figure, close_up)
+
+
+def _save(figure: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "cancellations-dashboard.png")
+    parser.add_argument("--close-up", type=Path, default=REPO / "docs" / "run-age-exemplars.png")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--max-data-points", type=int, default=120, help="the panel's width in points, as in Grafana")
     args = parser.parse_args(argv)
@@ -196,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"simulate: {count} cancellations at {rate}/s", flush=True)
             stack.simulate(count=count, rate=rate, seed=args.seed + wave)
         end = stack.settle()
-        render(stack, end, args.output, args.max_data_points)
-    print(f"wrote {args.output}")
+        render(stack, end, args.output, args.close_up, args.max_data_points)
     return 0
 
 

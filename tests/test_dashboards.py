@@ -312,6 +312,9 @@ def test_the_readme_preview_draws_panels_the_dashboard_has() -> None:
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    titles = {panel["title"] for panel in panels(shipped()[CANCELLATIONS_UID])}
-    assert {title for title, _ in script.PANELS} <= titles
-    assert (REPO / "docs" / "cancellations-dashboard.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    by_title = {panel["title"]: panel for panel in panels(shipped()[CANCELLATIONS_UID])}
+    assert {title for title, _ in script.PANELS} <= by_title.keys()
+    assert script.CLOSE_UP in dict(script.PANELS)
+    assert any(target.get("exemplar") for target in by_title[script.CLOSE_UP]["targets"]), "the close-up shows exemplars"
+    for picture in ("cancellations-dashboard.png", "run-age-exemplars.png"):
+        assert (REPO / "docs" / picture).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
