@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -25,7 +26,7 @@ from pydantic import (
 )
 
 from exporter.attribution import expressions
-from exporter.durations import parse_duration
+from exporter.durations import format_duration, parse_duration
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"function_id", "source", "le", "quantile", "outcome"})
@@ -43,8 +44,9 @@ def _duration(value: Any) -> float:
     raise ValueError("expected a duration such as 30s, 5m, 2h")
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
-"""Seconds, written in the file as "30s", "2h" or a plain number of seconds."""
+Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration, when_used="json")]
+"""Seconds, written in the file as "30s", "2h" or a plain number of seconds; written back (the `definitions`
+command, the saved definitions) as the file would say it: 900.0 as "15m"."""
 
 
 def _compiled(expression: str) -> str:

@@ -117,6 +117,8 @@ def test_the_definitions_yaml_says_where_each_function_comes_from_and_passes_che
     text = definitions_yaml(declared, discovered)
     assert "# discovered, overridden by the config: timeouts" in text
     assert "# declared in the config" in text
+    assert "    timeouts:\n      start: 1m\n" in text  # durations as the file writes them, not 60.0
+    assert "      finish: 4s\n" in text
     assert parse_config_text(text).functions == effective_config(declared, discovered).functions
 
 

@@ -24,7 +24,7 @@ STORE_FILE = "discovered-functions.json"
 
 
 def as_document(config: FunctionConfig) -> dict[str, Any]:
-    """A function's config as the YAML file writes it (durations in seconds), without the defaults."""
+    """A function's config as the YAML file writes it (durations such as "15m"), without the defaults."""
     return config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
