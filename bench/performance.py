@@ -217,6 +217,10 @@ def check_accepted(proc: ServeProcess, ingress: str, before: int, expected_at_le
 # Profiles (--profile): where the time goes, for the figures that miss
 
 
+PY_SPY = Path(sys.executable).parent / "py-spy"
+"""Installed by the `profile` extra, beside this interpreter."""
+
+
 class Profiler:
     """py-spy on the serve worker during a measurement, cProfile in process; both summarised as text."""
 
@@ -235,7 +239,7 @@ class Profiler:
         raws = {role: self.directory / f"{key}-{role}.collapsed" for role in ("worker", "core")}
         spies = [
             subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(raw)],
+                [str(PY_SPY), "record", "--gil", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(raw)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             for pid, raw in zip(proc.worker_and_core(), raws.values())
@@ -877,6 +881,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.only) - set(GROUPS))
     if unknown:
         parser.error(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    if args.profile and not PY_SPY.exists():
+        parser.error(f"--profile samples with py-spy, not installed ({PY_SPY}): .venv/bin/pip install -e '.[profile]'")
     plan = QUICK if args.quick else FULL
     try:
         facts = machine()
