@@ -233,12 +233,25 @@ class ServedApp:
     def register(self, url: str, logger: logging.Logger) -> tuple[str, str] | None:
         """Register the app at `url` with Inngest, as an out-of-band sync does (`POST /fn/register`).
 
-        None when it took, else the failure's kind and why."""
+        None when it took, else the failure's kind and why. The request is the SDK's, signed as it signs it;
+        its answer's status is read here: the SDK's `out_of_band_sync` (inngest 0.5.19) reports Inngest's JSON
+        error answers, `{"error": ...}` with a 4xx or 5xx, as a success, so a failed registration would never
+        be retried and the new evidence events never delivered."""
         sync = comm_lib.CommRequest(
             body=b"", headers={}, public_path=None, query_params={}, raw_request=None, request_url=url,
             serve_origin=None, serve_path=self._serve_path,
         )
-        answer = comm_lib.handler.Syncer(logger=logger).out_of_band_sync(self._handler, sync)
+        request = comm_lib.handler.Syncer(logger=logger)._create_out_of_band_request(self._handler, sync)
+        if isinstance(request, comm_lib.CommResponse):  # refused before it was sent
+            return f"HTTP {request.status_code}", f"HTTP {request.status_code} {request.body!r}"
+        if isinstance(request, Exception):
+            return type(request).__name__, str(request)
+        answer = net.fetch_with_auth_fallback_sync(
+            self._handler._http_client._http_client_sync, request,
+            signing_key=self._handler._signing_key, signing_key_fallback=self._handler._signing_key_fallback,
+        )
         if isinstance(answer, Exception):
             return type(answer).__name__, str(answer)
-        return (f"HTTP {answer.status_code}", f"HTTP {answer.status_code} {answer.body!r}") if answer.status_code >= 300 else None
+        if answer.status_code >= 300:
+            return f"HTTP {answer.status_code}", f"HTTP {answer.status_code} {answer.text[:300]!r}"
+        return None
