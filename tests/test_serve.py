@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import main
-from tests.conftest import ServeProcess, free_port
+from exporter.simulate_progress import held_line
+from tests.conftest import NO_API, ServeProcess, free_port
 from tests.support.payloads import INGEST_TOKEN, REPO, fixture_event
 from tests.support.sockets import unread_by_server
 from tests.support.waiting import eventually
@@ -230,6 +231,14 @@ def test_simulate_tells_its_progress_and_how_many_runs_the_exporter_still_holds(
     assert last is not None, lines[-1]
     assert int(last[1]) == held
     assert 3000 < int(last[2]) <= 3600  # the grace period of the last one held
+
+
+def test_simulate_s_last_line_says_when_every_run_is_counted_and_when_it_cannot_tell(serve: Callable[..., ServeProcess]) -> None:
+    proc = serve()
+    assert held_line(proc.url) == "simulate: the exporter holds no run for late evidence: /metrics counts every run sent"
+    gone = held_line(NO_API)
+    assert gone.startswith(f"simulate: could not read how many runs the exporter still holds from {NO_API}/metrics (")
+    assert gone.endswith("); held runs show when their EXPORTER_ATTRIBUTION_GRACE ends (2m by default)")
 
 
 def test_a_held_cancellation_survives_a_restart_and_is_emitted_once(serve: Callable[..., ServeProcess], tmp_path: Path) -> None:
