@@ -421,6 +421,7 @@ def measure_single(
 
         half = single.rate / 2
         source = Cancellations(template, plan.functions)
+        _drain_outbox(proc)
         before = counted(proc, "events")
         latency = paced(proc.url, lambda: events_request(source.body()), rate=half, seconds=plan.seconds)
         if latency.failed:
