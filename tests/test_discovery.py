@@ -292,9 +292,10 @@ def test_a_run_scheduled_after_the_last_reading_asks_for_the_next_one_sooner_tha
     found = discovery(stand_in, tmp_path, [], interval="1h")
     found.start()
     try:
-        eventually(lambda: stand_in.readings == 1, timeout=10)
-        scheduled = clock.now_ms() + 1
         plain = f"{shop.APP_ID}-{shop.PLAIN}"
+        eventually(lambda: plain in found.definitions.functions, timeout=10)  # the first reading applied, not just begun
+        assert stand_in.readings == 1
+        scheduled = clock.now_ms() + 1
         assert not found.holds_for(plain, scheduled)
         eventually(lambda: found.holds_for(plain, scheduled), timeout=30)  # confirmed by a reading an hour early
         assert stand_in.readings == 2
