@@ -75,6 +75,7 @@ from exporter.core import Exporter
 from exporter.parsing import CANCELLED
 from exporter.run_age import HISTOGRAM_BUCKETS
 from exporter.settings import load_settings
+from exporter.simulate_progress import HELD as PENDING
 from tests.conftest import NO_API, ServeProcess, free_port
 from tests.support.fake_inngest_api import FakeInngestApi
 from tests.support.inngest_driver import InngestDriver
@@ -86,7 +87,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "performance.json"
 PROFILES = RESULTS.parent / "profiles"
 REPRODUCE = ".venv/bin/python -m bench.performance"
 RECEIVED = "inngest_cancellation_exporter_events_received_total"
-PENDING = "inngest_cancellation_exporter_pending_classifications"
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,"
     "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"

@@ -53,7 +53,7 @@ import inngest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.performance import Figure, ForeignLoad, Problem, _busy_seconds, _server_env, machine, memory_mb, render, serving
+from bench.performance import PENDING, Figure, ForeignLoad, Problem, _busy_seconds, _server_env, machine, memory_mb, render, serving
 from bench.standins import Standins
 from exporter.ingress_inngest import APP_ID as EXPORTER_APP_ID, FUNCTION_ID as EXPORTER_FUNCTION_ID
 from tests.conftest import ServeProcess
@@ -84,7 +84,6 @@ SEND_BATCH = 100
 SAMPLE_S = 1.0
 SYNC_S = 60
 COUNTED = "inngest_function_cancellations_total"
-PENDING = "inngest_cancellation_exporter_pending_classifications"
 OUTBOX = "inngest_cancellation_exporter_datadog_outbox_depth"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -89,6 +89,17 @@ def _exemplar(start: float, series: dict[str, str], exemplar: dict[str, Any]) ->
     return Exemplar(float(exemplar["timestamp"]) - start, float(exemplar["value"]), {**series, **exemplar["labels"]})
 
 
+def colour(source: str) -> str:
+    """The dashboard's colour of a source (grey for one it does not name)."""
+    return SOURCE_COLOURS.get(source, "#888888")
+
+
+def draw_exemplars(ax: Axes, exemplars: list[Exemplar], ys: list[float]) -> None:
+    """Exemplars as Grafana marks them: a star each, in its source's colour, at (its time, `ys`)."""
+    ax.scatter([e.at for e in exemplars], ys, marker="*", s=40, zorder=3, edgecolors="black", linewidths=0.4,
+               color=[colour(e.labels.get("source", "")) for e in exemplars])
+
+
 def legend(template: str, labels: dict[str, str]) -> str:
     for name, value in labels.items():
         template = template.replace("{{" + name + "}}", value)
@@ -115,12 +126,9 @@ def draw_rate_by(label: str) -> Callable[[Axes, Panel, float], None]:
         series = sorted(series, key=lambda s: s.labels.get(label, ""))
         if label == "source":
             times, stacks = aligned(start, series)
-            colours = [SOURCE_COLOURS.get(s.labels["source"], "#888888") for s in series]
+            colours = [colour(s.labels["source"]) for s in series]
             ax.stackplot(times, *stacks, labels=[legend(template, s.labels) for s in series], colors=colours, alpha=0.8)
-            for source in sorted({e.labels.get("source", "") for e in panel.exemplars}):
-                mine = [e for e in panel.exemplars if e.labels.get("source") == source]
-                ax.scatter([e.at for e in mine], [e.value for e in mine], marker="*", s=40, zorder=3,
-                           color=SOURCE_COLOURS.get(source, "#888888"), edgecolors="black", linewidths=0.4)
+            draw_exemplars(ax, panel.exemplars, [e.value for e in panel.exemplars])
         else:
             for s in series:
                 ax.plot(*seconds_since(start, s.samples), label=legend(template, s.labels), linewidth=1.2)
@@ -145,7 +153,7 @@ def draw_share(ax: Axes, panel: Panel, start: float) -> None:
     ax.pie(
         [s.samples[-1][1] for s in series],
         labels=[legend(template, s.labels) for s in series],
-        colors=[SOURCE_COLOURS.get(s.labels["source"], "#888888") for s in series],
+        colors=[colour(s.labels["source"]) for s in series],
         autopct="%1.0f%%", pctdistance=0.78, wedgeprops={"width": 0.45}, textprops={"fontsize": 7},
     )
 
@@ -165,12 +173,10 @@ def draw_heatmap(ax: Axes, panel: Panel, start: float) -> None:
     ax.set_xlabel("seconds")
     ax.set_ylabel("run age (≤)")
     rows_of = [bisect.bisect_left(bounds, e.value) for e in panel.exemplars]
-    ax.scatter([e.at for e in panel.exemplars], rows_of, marker="*", s=40, zorder=3,
-               color=[SOURCE_COLOURS.get(e.labels.get("source", ""), "#888888") for e in panel.exemplars],
-               edgecolors="black", linewidths=0.4)
+    draw_exemplars(ax, panel.exemplars, rows_of)
     sources = sorted({e.labels.get("source", "") for e in panel.exemplars})
     ax.legend(
-        handles=[ax.scatter([], [], marker="*", s=40, color=SOURCE_COLOURS.get(source, "#888888"), label=source) for source in sources],
+        handles=[ax.scatter([], [], marker="*", s=40, color=colour(source), label=source) for source in sources],
         fontsize=6, loc="upper right", title="exemplar source", title_fontsize=6,
     )
     if panel.exemplars:
